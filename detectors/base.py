@@ -1,0 +1,82 @@
+"""The detector interface, the class map to the product's labels, and the registry of backends."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.types import LABELS, Detections
+
+
+class DetectorUnavailable(RuntimeError):
+    """A model cannot be loaded or run: missing file, wrong format, missing runtime."""
+
+
+# Model class names (lower-case) to product labels. Names mapped to nothing are dropped.
+FALL_MODEL_CLASSES: dict[str, str] = {"normal": "person", "fall": "person"}
+COCO_CLASSES: dict[str, str] = {
+    "person": "person",
+    "car": "vehicle", "truck": "vehicle", "bus": "vehicle", "motorcycle": "vehicle", "bicycle": "vehicle",
+    "dog": "animal", "horse": "animal", "cow": "animal", "sheep": "animal", "cat": "animal",
+    "bear": "animal", "elephant": "animal", "zebra": "animal", "giraffe": "animal", "bird": "animal",
+}
+
+
+def class_lookup(model_names: Mapping[int, str], class_map: Mapping[str, str] | None) -> np.ndarray:
+    """An array from model class index to product label index (-1: drop this class).
+
+    With no explicit map, the model's own names choose between the fall model's and COCO's.
+    """
+    names = {int(k): str(v).lower() for k, v in model_names.items()}
+    if class_map is None:
+        class_map = FALL_MODEL_CLASSES if set(names.values()) <= set(FALL_MODEL_CLASSES) else COCO_CLASSES
+    cmap = {k.lower(): v for k, v in class_map.items()}
+    for model_name, label in cmap.items():
+        if label not in LABELS:
+            raise ValueError(f"class map: {model_name!r} -> {label!r}: label must be one of {', '.join(LABELS)}")
+    size = max(names, default=-1) + 1
+    lookup = np.full(size, -1, dtype=np.int64)
+    for idx, name in names.items():
+        if name in cmap:
+            lookup[idx] = LABELS.index(cmap[name])
+    if not (lookup >= 0).any():
+        raise ValueError(
+            f"class map maps none of the model's classes ({', '.join(sorted(set(names.values())))}) "
+            f"to {', '.join(LABELS)}; add a class_map entry"
+        )
+    return lookup
+
+
+class Detector(abc.ABC):
+    """Turns a white-hot 8-bit grey frame into detections with product labels."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def detect(self, gray8: np.ndarray) -> Detections: ...
+
+    def warmup(self) -> None:
+        """Run once on a blank frame so the first real frame does not pay for lazy initialisation."""
+        self.detect(np.zeros((64, 64), dtype=np.uint8))
+
+
+DETECTORS: dict[str, Callable[[Any], Detector]] = {}
+
+
+def register(type_name: str) -> Callable[[Callable[[Any], Detector]], Callable[[Any], Detector]]:
+    def deco(factory: Callable[[Any], Detector]) -> Callable[[Any], Detector]:
+        DETECTORS[type_name] = factory
+        return factory
+
+    return deco
+
+
+def create_detector(config: Any) -> Detector:
+    """The detector for a config object whose ``type`` names a registered backend."""
+    factory = DETECTORS.get(config.type)
+    if factory is None:
+        raise DetectorUnavailable(f"unknown detector type {config.type!r}; known: {', '.join(sorted(DETECTORS))}")
+    return factory(config)

@@ -1,0 +1,48 @@
+"""Scoring detections against ground truth: matching at an IoU threshold, recall and precision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lap
+import numpy as np
+
+from detectors.types import box_iou
+
+
+@dataclass(slots=True)
+class Score:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    def add(self, truth: np.ndarray, found: np.ndarray, iou: float = 0.5, ignore: np.ndarray | None = None) -> None:
+        """One frame: ``truth`` and ``found`` are (N, 4) xyxy. A found box on an ``ignore`` region (a
+        mostly hidden object) counts neither way."""
+        truth = np.asarray(truth, dtype=np.float64).reshape(-1, 4)
+        found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+        pairs = match(truth, found, iou)
+        self.tp += len(pairs)
+        self.fn += len(truth) - len(pairs)
+        unmatched = np.setdiff1d(np.arange(len(found)), [j for _, j in pairs])
+        if ignore is not None and len(ignore) and len(unmatched):
+            on_ignored = box_iou(found[unmatched], np.asarray(ignore).reshape(-1, 4)).max(axis=1) >= iou
+            unmatched = unmatched[~on_ignored]
+        self.fp += len(unmatched)
+
+
+def match(truth: np.ndarray, found: np.ndarray, iou: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one pairs (truth index, found index) with IoU >= ``iou``, maximising total IoU."""
+    if not len(truth) or not len(found):
+        return []
+    ious = box_iou(truth, found)
+    _, x, _ = lap.lapjv(1.0 - ious, extend_cost=True, cost_limit=1.0 - iou + 1e-9)
+    return [(i, int(j)) for i, j in enumerate(x) if j >= 0 and ious[i, j] >= iou]

@@ -1,0 +1,555 @@
+"""A synthetic thermal camera over a border strip, with ground truth.
+
+A fixed pinhole camera stands on a mast and looks down onto flat ground: a dirt track across the view, a
+fence line further out, rocks and bushes. People, vehicles and animals move on scripted paths (keyframes in
+metres on the ground) with plausible surface temperatures; the sensor adds temporal and fixed-pattern noise.
+Frames are 16-bit radiometric counts (TLinear, 0.01 K per count) and come with the true boxes and track ids,
+so detection and tracking can be measured. Everything is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import cv2
+import numpy as np
+
+Label = Literal["person", "vehicle", "animal"]
+
+KELVIN = 273.15
+COUNTS_PER_K = 100.0  # TLinear 0.01 K/count
+SIM_SCALE = 1.0 / COUNTS_PER_K
+SIM_OFFSET = -KELVIN
+EARTH_M_PER_DEG = 111_320.0
+
+
+@dataclass(frozen=True, slots=True)
+class CameraModel:
+    """A pinhole camera at ``height_m`` above flat ground, tilted down by ``tilt_deg``, looking north."""
+
+    width: int = 640
+    height: int = 480
+    hfov_deg: float = 40.0
+    height_m: float = 5.0
+    tilt_deg: float = 8.0
+
+    @property
+    def focal_px(self) -> float:
+        return (self.width / 2.0) / math.tan(math.radians(self.hfov_deg) / 2.0)
+
+    def project(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ground coordinates in metres (x east, y north = away from the camera, z up) to pixels."""
+        t = math.radians(self.tilt_deg)
+        dz = np.asarray(z, dtype=np.float64) - self.height_m
+        y = np.asarray(y, dtype=np.float64)
+        depth = y * math.cos(t) - dz * math.sin(t)
+        down = -y * math.sin(t) - dz * math.cos(t)
+        f = self.focal_px
+        u = self.width / 2.0 + f * np.asarray(x, dtype=np.float64) / depth
+        v = self.height / 2.0 + f * down / depth
+        return u, v
+
+    def ground_at(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels to ground coordinates (x, y) in metres; rows at or above the horizon give +inf."""
+        t = math.radians(self.tilt_deg)
+        f = self.focal_px
+        a = (np.asarray(v, dtype=np.float64) - self.height / 2.0) / f  # down / depth
+        # down = -y sin t + H cos t, depth = y cos t + H sin t, with dz = -H on the ground
+        denom = a * math.cos(t) + math.sin(t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = self.height_m * (math.cos(t) - a * math.sin(t)) / denom
+            y = np.where(denom > 1e-6, y, np.inf)
+            depth = y * math.cos(t) + self.height_m * math.sin(t)
+            x = (np.asarray(u, dtype=np.float64) - self.width / 2.0) * depth / f
+        return x, y
+
+    def px_per_m(self, y: float) -> float:
+        t = math.radians(self.tilt_deg)
+        depth = y * math.cos(t) + self.height_m * math.sin(t)
+        return self.focal_px / depth
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Something warm that moves on a scripted path: keyframes (t seconds, x metres, y metres)."""
+
+    track_id: int
+    label: Label
+    keyframes: tuple[tuple[float, float, float], ...]
+    temp_c: float = 30.0
+    size: float = 1.0  # height multiplier for people, length multiplier for vehicles and animals
+    kind: str = ""  # "dog", "deer", "car", "truck"
+
+    def __post_init__(self) -> None:
+        if len(self.keyframes) < 2:
+            raise ValueError(f"actor {self.track_id}: needs at least 2 keyframes, got {len(self.keyframes)}")
+        times = [k[0] for k in self.keyframes]
+        if times != sorted(times):
+            raise ValueError(f"actor {self.track_id}: keyframe times must not decrease, got {times}")
+
+    def state(self, t: float) -> tuple[float, float, float, float] | None:
+        """(x, y, heading_x, distance walked) at time t, or None when the actor is not in the scene."""
+        ks = self.keyframes
+        if t < ks[0][0] or t > ks[-1][0]:
+            return None
+        walked = 0.0
+        for (t0, x0, y0), (t1, x1, y1) in zip(ks, ks[1:], strict=False):
+            seg = math.hypot(x1 - x0, y1 - y0)
+            if t <= t1:
+                a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+                dx = (x1 - x0) / seg if seg else 0.0
+                return x0 + a * (x1 - x0), y0 + a * (y1 - y0), dx, walked + a * seg
+            walked += seg
+        t_last, x_last, y_last = ks[-1]
+        return x_last, y_last, 0.0, walked
+
+
+@dataclass(frozen=True, slots=True)
+class Occluder:
+    """A cool rock or bush standing on the ground at (x, y), ``width_m`` wide and ``height_m`` tall."""
+
+    x: float
+    y: float
+    width_m: float
+    height_m: float
+    temp_c: float = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class TruthObject:
+    """What is really in a frame: the visible box of one actor and where its feet are."""
+
+    track_id: int
+    label: Label
+    bbox: tuple[float, float, float, float]  # visible part, x1 y1 x2 y2 pixels
+    full_bbox: tuple[float, float, float, float]
+    foot_px: tuple[float, float]
+    ground_xy: tuple[float, float]
+    visible: float  # fraction of the actor's pixels that are not hidden or cut by the frame edge
+    temp_c: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    duration_s: float
+    actors: tuple[Actor, ...]
+    occluders: tuple[Occluder, ...] = ()
+    ambient_c: float = 8.0
+    fence_y: float = 42.0
+    track_y: float = 24.0
+
+
+@dataclass(slots=True)
+class SimParams:
+    """Options of a ``sim://NAME?key=value`` source."""
+
+    name: str
+    seed: int = 0
+    fps: float = 10.0
+    width: int = 640
+    height: int = 480
+    frames: int | None = None  # default: the scenario's duration
+    loop: bool = False
+    realtime: bool = False
+    noise_k: float = 0.08
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, url: str) -> SimParams:
+        parts = urlsplit(url)
+        if parts.scheme != "sim" or not parts.netloc:
+            raise ValueError(f"not a synthetic scene URL: {url!r} (expected sim://NAME, e.g. sim://border)")
+        name = parts.netloc
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown synthetic scene {name!r} in {url!r}; known: {', '.join(sorted(SCENARIOS))}")
+        p = cls(name=name)
+        converters: dict[str, Callable[[str], object]] = {
+            "seed": int, "fps": float, "width": int, "height": int, "frames": int,
+            "loop": _flag, "realtime": _flag, "noise_k": float,
+        }
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            conv = converters.get(key)
+            if conv is None:
+                raise ValueError(f"unknown option {key!r} in {url!r}; known: {', '.join(converters)}")
+            try:
+                setattr(p, key, conv(value))
+            except ValueError as exc:
+                raise ValueError(f"bad value {value!r} for {key!r} in {url!r}: {exc}") from exc
+        if p.fps <= 0 or p.width < 64 or p.height < 64:
+            raise ValueError(f"{url!r}: fps must be > 0 and the frame at least 64x64")
+        return p
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on", ""):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+class ThermalScene:
+    """Renders a scenario frame by frame: ``render(i)`` gives (Y16 counts, truth)."""
+
+    def __init__(self, scenario: Scenario, params: SimParams) -> None:
+        self.scenario = scenario
+        self.params = params
+        self.camera = CameraModel(width=params.width, height=params.height)
+        self.frame_count = params.frames or int(round(scenario.duration_s * params.fps))
+        rng = np.random.default_rng(params.seed)
+        self._fixed_pattern = rng.normal(0.0, params.noise_k * 0.6, (params.height, params.width)).astype(
+            np.float32
+        )
+        self._background = self._render_background(rng)
+
+    @classmethod
+    def from_url(cls, url: str) -> ThermalScene:
+        params = SimParams.parse(url)
+        return cls(SCENARIOS[params.name](), params)
+
+    def ground_to_latlon(self, x: float, y: float, origin: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+        lat0, lon0 = origin
+        lat = lat0 + y / EARTH_M_PER_DEG
+        lon = lon0 + x / (EARTH_M_PER_DEG * math.cos(math.radians(lat0)))
+        return lat, lon
+
+    # -- background ------------------------------------------------------------------------------------
+
+    def _render_background(self, rng: np.random.Generator) -> np.ndarray:
+        cam, sc = self.camera, self.scenario
+        h, w = cam.height, cam.width
+        vv, uu = np.mgrid[0:h, 0:w].astype(np.float64)
+        gx, gy = cam.ground_at(uu, vv)
+        sky = ~np.isfinite(gy) | (gy > 400.0)
+        gy_f = np.where(sky, 400.0, gy)
+        gx_f = np.where(sky, 0.0, gx)
+        # ground texture in world coordinates, so it shrinks with distance like real soil does
+        tex = np.zeros((h, w))
+        for k, amp in ((0.35, 0.9), (1.3, 0.45), (4.0, 0.25)):
+            phase = rng.uniform(0, 2 * np.pi, 4)
+            tex += amp * np.sin(k * gx_f + phase[0]) * np.cos(k * 0.8 * gy_f + phase[1])
+            tex += amp * 0.6 * np.sin(k * 0.7 * (gx_f + gy_f) + phase[2])
+        temp = sc.ambient_c + 0.6 * tex - 0.02 * np.clip(gy_f, 0, 200)
+        on_track = np.abs(gy_f - sc.track_y) < 2.0
+        temp = np.where(on_track, temp + 2.5, temp)  # packed earth holds the day's heat
+        temp = np.where(sky, sc.ambient_c - 22.0 + 6.0 * (vv / h), temp)
+        temp = temp.astype(np.float32)
+        # fence: posts every 3 m and three wires, a little colder than the ground (radiating to the sky)
+        for px in np.arange(-60.0, 60.1, 3.0):
+            u0, v0 = cam.project(np.array([px]), np.array([sc.fence_y]), np.array([0.0]))
+            u1, v1 = cam.project(np.array([px]), np.array([sc.fence_y]), np.array([2.4]))
+            thick = max(1, int(round(0.12 * cam.px_per_m(sc.fence_y))))
+            cv2.line(temp, (int(u0[0]), int(v0[0])), (int(u1[0]), int(v1[0])), sc.ambient_c - 3.0, thick)
+        for wire_z in (0.6, 1.4, 2.2):
+            xs = np.array([-60.0, 60.0])
+            u, v = cam.project(xs, np.full(2, sc.fence_y), np.full(2, wire_z))
+            cv2.line(temp, (int(u[0]), int(v[0])), (int(u[1]), int(v[1])), sc.ambient_c - 4.0, 1)
+        for occ in sc.occluders:
+            _draw_occluder(temp, None, cam, occ)
+        return temp
+
+    # -- frames ----------------------------------------------------------------------------------------
+
+    def render(self, index: int) -> tuple[np.ndarray, list[TruthObject]]:
+        """Frame ``index`` as Y16 counts (uint16) and the truth for it."""
+        t = index / self.params.fps
+        cam = self.camera
+        temp = self._background.copy()
+        truths: list[TruthObject] = []
+        # painter's algorithm, far to near: whatever is drawn later hides what is behind it
+        drawables: list[tuple[float, Actor | Occluder, tuple[float, float, float, float] | None]] = []
+        for actor in self.scenario.actors:
+            state = actor.state(t)
+            if state is not None and state[1] > 1.0:
+                drawables.append((state[1], actor, state))
+        drawables.extend((occ.y, occ, None) for occ in self.scenario.occluders)
+        drawables.sort(key=lambda item: -item[0])
+        id_mask = np.zeros((cam.height, cam.width), dtype=np.int32)
+        drawn: list[tuple[Actor, tuple[float, float, float, float], np.ndarray]] = []
+        for _depth, thing, state in drawables:
+            mask = np.zeros((cam.height, cam.width), dtype=np.uint8)
+            if isinstance(thing, Occluder):
+                _draw_occluder(temp, mask, cam, thing)
+                id_mask[mask > 0] = 0
+                continue
+            assert state is not None
+            x, y, heading, walked = state
+            _draw_actor(temp, mask, cam, thing, x, y, heading, walked, t)
+            id_mask[mask > 0] = thing.track_id
+            drawn.append((thing, state, mask))
+        for actor, (x, y, _heading, _walked), mask in drawn:
+            total = int(np.count_nonzero(mask))
+            vis = id_mask == actor.track_id
+            n_vis = int(np.count_nonzero(vis))
+            if total == 0 or n_vis == 0:
+                continue
+            ys, xs = np.nonzero(vis)
+            fys, fxs = np.nonzero(mask)
+            fu, fv = cam.project(np.array([x]), np.array([y]), np.array([0.0]))
+            truths.append(
+                TruthObject(
+                    track_id=actor.track_id,
+                    label=actor.label,
+                    bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
+                    full_bbox=(float(fxs.min()), float(fys.min()), float(fxs.max() + 1), float(fys.max() + 1)),
+                    foot_px=(float(fu[0]), float(fv[0])),
+                    ground_xy=(x, y),
+                    visible=n_vis / total,
+                    temp_c=actor.temp_c,
+                )
+            )
+        rng = np.random.default_rng((self.params.seed, index))
+        optics = cv2.GaussianBlur(temp, (0, 0), 0.8)
+        noisy = optics + self._fixed_pattern + rng.normal(0.0, self.params.noise_k, optics.shape).astype(np.float32)
+        counts = np.clip((noisy + KELVIN) * COUNTS_PER_K, 0, 65535).astype(np.uint16)
+        return counts, truths
+
+
+# -- drawing -----------------------------------------------------------------------------------------------
+
+
+def _pt(cam: CameraModel, x: float, y: float, z: float) -> tuple[float, float]:
+    u, v = cam.project(np.array([x]), np.array([y]), np.array([z]))
+    return float(u[0]), float(v[0])
+
+
+def _fill(temp: np.ndarray, mask: np.ndarray | None, pts: Sequence[tuple[float, float]], value: float) -> None:
+    arr = np.round(np.array(pts, dtype=np.float64) * 16).astype(np.int32).reshape(-1, 1, 2)
+    cv2.fillPoly(temp, [arr], float(value), lineType=cv2.LINE_8, shift=4)
+    if mask is not None:
+        cv2.fillPoly(mask, [arr], 255, lineType=cv2.LINE_8, shift=4)
+
+
+def _limb(
+    temp: np.ndarray, mask: np.ndarray | None, a: tuple[float, float], b: tuple[float, float],
+    width_px: float, value: float,
+) -> None:
+    """A limb as a quadrilateral with rounded ends (a thick line that keeps sub-pixel widths)."""
+    ax, ay = a
+    bx, by = b
+    dx, dy = bx - ax, by - ay
+    n = math.hypot(dx, dy) or 1.0
+    ox, oy = -dy / n * width_px / 2.0, dx / n * width_px / 2.0
+    _fill(temp, mask, [(ax + ox, ay + oy), (bx + ox, by + oy), (bx - ox, by - oy), (ax - ox, ay - oy)], value)
+    r = max(1, int(round(width_px / 2.0)))
+    for cx, cy in (a, b):
+        cv2.circle(temp, (int(round(cx)), int(round(cy))), r, float(value), -1)
+        if mask is not None:
+            cv2.circle(mask, (int(round(cx)), int(round(cy))), r, 255, -1)
+
+
+def _ellipse(
+    temp: np.ndarray, mask: np.ndarray | None, c: tuple[float, float], axes: tuple[float, float], value: float,
+    angle: float = 0.0,
+) -> None:
+    center = (int(round(c[0] * 16)), int(round(c[1] * 16)))
+    ax = (max(16, int(round(axes[0] * 16))), max(16, int(round(axes[1] * 16))))
+    cv2.ellipse(temp, center, ax, angle, 0, 360, float(value), -1, cv2.LINE_8, 4)
+    if mask is not None:
+        cv2.ellipse(mask, center, ax, angle, 0, 360, 255, -1, cv2.LINE_8, 4)
+
+
+def _draw_actor(
+    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
+    walked: float, t: float,
+) -> None:
+    if actor.label == "person":
+        _draw_person(temp, mask, cam, actor, x, y, heading, walked)
+    elif actor.label == "vehicle":
+        _draw_vehicle(temp, mask, cam, actor, x, y, heading, walked)
+    else:
+        _draw_animal(temp, mask, cam, actor, x, y, heading, walked)
+
+
+def _draw_person(
+    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
+    walked: float,
+) -> None:
+    s = cam.px_per_m(y) * actor.size
+    fu, fv = _pt(cam, x, y, 0.0)
+    body = actor.temp_c
+    skin = body + 3.5
+    clothes = body - 6.0
+    legs_t = body - 8.0
+    side = abs(heading) > 0.5  # walking across the view: seen from the side
+    stride = 0.75
+    phase = 2 * math.pi * walked / (2 * stride)
+    swing = math.sin(phase) * (0.42 if side else 0.12)
+
+    def p(dx: float, h: float) -> tuple[float, float]:
+        return fu + dx * s, fv - h * s
+
+    hip_h, knee_h, shoulder_h, neck_h = 0.92, 0.5, 1.43, 1.52
+    half_hip = 0.09 if side else 0.13
+    # legs: swing forward and back (side view) or alternate width slightly (front view)
+    for sign, leg_phase in ((-1.0, swing), (1.0, -swing)):
+        hip = p(sign * half_hip * (0.3 if side else 1.0), hip_h)
+        if side:
+            knee = p(sign * half_hip * 0.3 + leg_phase * 0.45 * np.sign(heading or 1.0), knee_h)
+            foot = p(sign * half_hip * 0.3 + leg_phase * 0.75 * np.sign(heading or 1.0), 0.05)
+        else:
+            knee = p(sign * (half_hip + 0.01), knee_h + leg_phase * 0.1)
+            foot = p(sign * (half_hip + 0.02), 0.05 + max(0.0, leg_phase) * 0.25)
+        leg_t = legs_t - (1.0 if sign > 0 and side else 0.0)
+        _limb(temp, mask, hip, knee, 0.16 * s, leg_t)
+        _limb(temp, mask, knee, foot, 0.12 * s, leg_t - 0.5)
+    # torso: a tapered trapezoid
+    sh_half = 0.12 if side else 0.22
+    waist_half = 0.1 if side else 0.16
+    _fill(
+        temp, mask,
+        [p(-waist_half, hip_h - 0.05), p(waist_half, hip_h - 0.05), p(sh_half, shoulder_h), p(-sh_half, shoulder_h)],
+        clothes,
+    )
+    _ellipse(temp, mask, p(0.0, shoulder_h - 0.02), (sh_half * s, 0.06 * s), clothes + 0.5)
+    # arms swing opposite to the legs
+    for sign, arm_phase in ((-1.0, -swing), (1.0, swing)):
+        shoulder = p(sign * (sh_half - 0.03), shoulder_h - 0.04)
+        if side:
+            elbow = p(sign * 0.02 + arm_phase * 0.25 * np.sign(heading or 1.0), 1.13)
+            hand = p(sign * 0.02 + arm_phase * 0.45 * np.sign(heading or 1.0), 0.85)
+        else:
+            elbow = p(sign * (sh_half + 0.03), 1.13)
+            hand = p(sign * (sh_half + 0.02), 0.83 + abs(arm_phase) * 0.1)
+        _limb(temp, mask, shoulder, elbow, 0.09 * s, clothes - 0.5)
+        _limb(temp, mask, elbow, hand, 0.075 * s, clothes)
+        _ellipse(temp, mask, hand, (0.045 * s, 0.05 * s), skin - 1.0)
+    # neck and head: the warmest part
+    _limb(temp, mask, p(0.0, shoulder_h - 0.02), p(0.0, neck_h + 0.04), 0.1 * s, skin - 1.0)
+    _ellipse(temp, mask, p(0.02 * np.sign(heading) if side else 0.0, 1.64), (0.085 * s, 0.115 * s), skin)
+
+
+def _draw_vehicle(
+    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
+    walked: float,
+) -> None:
+    s = cam.px_per_m(y) * actor.size
+    fu, fv = _pt(cam, x, y, 0.0)
+    d = 1.0 if heading >= 0 else -1.0
+
+    def p(dx: float, h: float) -> tuple[float, float]:
+        return fu + d * dx * s, fv - h * s
+
+    shell = actor.temp_c
+    _fill(temp, mask, [p(-2.3, 0.35), p(2.3, 0.35), p(2.3, 1.0), p(1.0, 1.1), p(0.6, 1.55),
+                       p(-1.6, 1.55), p(-2.2, 1.1), p(-2.3, 1.0)], shell)
+    _fill(temp, mask, [p(0.55, 1.12), p(0.9, 1.12), p(0.55, 1.45), p(-0.2, 1.45), p(-0.2, 1.12)], shell - 12.0)
+    _fill(temp, mask, [p(1.0, 0.5), p(2.3, 0.5), p(2.3, 1.0), p(1.0, 1.05)], shell + 35.0)  # engine bay
+    for wx in (-1.45, 1.45):
+        _ellipse(temp, mask, p(wx, 0.35), (0.36 * s, 0.36 * s), shell + 18.0)
+    _ellipse(temp, mask, p(-2.3, 0.3), (0.08 * s, 0.06 * s), shell + 60.0)  # exhaust
+
+
+def _draw_animal(
+    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
+    walked: float,
+) -> None:
+    s = cam.px_per_m(y) * actor.size
+    fu, fv = _pt(cam, x, y, 0.0)
+    d = 1.0 if heading >= 0 else -1.0
+    big = actor.kind in ("deer", "cow", "horse")
+    length, leg_h, body_h = (1.5, 0.85, 0.45) if big else (0.8, 0.35, 0.28)
+
+    def p(dx: float, h: float) -> tuple[float, float]:
+        return fu + d * dx * s, fv - h * s
+
+    fur = actor.temp_c
+    phase = math.sin(2 * math.pi * walked / (0.9 * length))
+    for lx, ph in ((-length * 0.38, phase), (-length * 0.3, -phase), (length * 0.3, -phase), (length * 0.38, phase)):
+        _limb(temp, mask, p(lx, leg_h + 0.05), p(lx + ph * 0.12, 0.02), 0.07 * s * (1.4 if big else 1.0), fur - 1.0)
+    _ellipse(temp, mask, p(0.0, leg_h + body_h / 2), (length / 2 * s, body_h / 2 * s), fur)
+    neck_top = p(length * 0.55, leg_h + body_h + (0.35 if big else 0.12))
+    _limb(temp, mask, p(length * 0.4, leg_h + body_h * 0.6), neck_top, 0.12 * s * (1.5 if big else 1.0), fur + 0.5)
+    _ellipse(temp, mask, neck_top, (0.14 * s * (1.4 if big else 1.0), 0.09 * s), fur + 2.5)
+    _limb(temp, mask, p(-length * 0.5, leg_h + body_h * 0.7), p(-length * 0.7, leg_h + body_h * 0.3),
+          0.05 * s, fur - 2.0)
+
+
+def _draw_occluder(temp: np.ndarray, mask: np.ndarray | None, cam: CameraModel, occ: Occluder) -> None:
+    s = cam.px_per_m(occ.y)
+    cu, cv = _pt(cam, occ.x, occ.y, 0.0)
+    half = occ.width_m / 2.0
+    pts = [
+        (cu - half * s, cv + 0.05 * s), (cu - half * 0.9 * s, cv - occ.height_m * 0.6 * s),
+        (cu - half * 0.5 * s, cv - occ.height_m * s), (cu + half * 0.4 * s, cv - occ.height_m * 0.95 * s),
+        (cu + half * 0.95 * s, cv - occ.height_m * 0.5 * s), (cu + half * s, cv + 0.05 * s),
+    ]
+    _fill(temp, mask, pts, occ.temp_c)
+
+
+# -- scenarios ---------------------------------------------------------------------------------------------
+
+
+def _border() -> Scenario:
+    """The demo strip: walkers (two of them crossing, one behind a rock), a vehicle and a dog by the fence."""
+    return Scenario(
+        name="border",
+        duration_s=60.0,
+        actors=(
+            Actor(1, "person", ((0.0, -9.0, 30.0), (20.0, 3.0, 14.0), (32.0, 3.0, 14.0), (50.0, 8.0, 11.0)), 29.0),
+            Actor(2, "person", ((2.0, 10.0, 20.0), (24.0, -8.0, 20.5)), 30.5, size=1.05),
+            Actor(3, "person", ((3.0, -10.0, 20.6), (25.0, 9.0, 19.5)), 29.5, size=0.95),
+            Actor(4, "person", ((8.0, 6.0, 34.0), (38.0, -3.0, 34.5)), 30.0),
+            Actor(5, "vehicle", ((30.0, -28.0, 24.0), (52.0, 26.0, 24.0)), 14.0, kind="car"),
+            Actor(6, "animal", ((0.0, 8.0, 40.0), (30.0, -2.0, 40.0), (60.0, 7.0, 40.5)), 26.0, kind="dog"),
+        ),
+        occluders=(Occluder(-1.0, 33.0, 2.4, 0.9),),
+    )
+
+
+def _walkers() -> Scenario:
+    """Four people only, in the open, at 12 to 35 metres; two cross each other."""
+    return Scenario(
+        name="walkers",
+        duration_s=40.0,
+        actors=(
+            Actor(1, "person", ((0.0, -8.0, 16.0), (40.0, 8.0, 15.0)), 30.0),
+            Actor(2, "person", ((0.0, 7.0, 22.0), (40.0, -7.0, 22.5)), 29.0, size=1.05),
+            Actor(3, "person", ((0.0, -7.0, 22.6), (40.0, 7.0, 22.0)), 31.0, size=0.95),
+            Actor(4, "person", ((0.0, 3.0, 34.0), (40.0, 1.0, 14.0)), 30.0),
+        ),
+    )
+
+
+def _crossing() -> Scenario:
+    """Two people walk towards each other on the same line and pass."""
+    return Scenario(
+        name="crossing",
+        duration_s=24.0,
+        actors=(
+            Actor(1, "person", ((0.0, -9.0, 20.0), (24.0, 9.0, 20.0)), 30.0),
+            Actor(2, "person", ((0.0, 9.0, 21.0), (24.0, -9.0, 21.0)), 31.0, size=1.05),
+        ),
+    )
+
+
+def _quiet() -> Scenario:
+    """Nothing moves: only the ground, the fence and the sensor's noise."""
+    return Scenario(name="quiet", duration_s=60.0, actors=())
+
+
+def _animals() -> Scenario:
+    """A dog and a deer by the fence and a car on the track: nothing here is a person."""
+    return Scenario(
+        name="animals",
+        duration_s=30.0,
+        actors=(
+            Actor(1, "animal", ((0.0, -6.0, 38.0), (30.0, 6.0, 39.0)), 26.0, kind="dog"),
+            Actor(2, "animal", ((0.0, 9.0, 30.0), (30.0, -4.0, 31.0)), 27.0, kind="deer"),
+            Actor(3, "vehicle", ((0.0, -26.0, 24.0), (30.0, 22.0, 24.0)), 14.0, kind="car"),
+        ),
+    )
+
+
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "border": _border,
+    "walkers": _walkers,
+    "crossing": _crossing,
+    "quiet": _quiet,
+    "animals": _animals,
+}
