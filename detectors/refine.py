@@ -33,7 +33,7 @@ def refine_boxes(gray8: np.ndarray, dets: Detections, pad: float = 0.12) -> Dete
         border = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
         if thr - float(np.median(border)) < MIN_CONTRAST:
             continue
-        n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        _n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
         # the central half of the detector's box, in crop coordinates
         ix1, iy1 = x1 - cx1 + bw * 0.25, y1 - cy1 + bh * 0.25
         ix2, iy2 = x2 - cx1 - bw * 0.25, y2 - cy1 - bh * 0.25

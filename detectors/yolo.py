@@ -78,7 +78,9 @@ class YoloDetector(Detector):
         if p.is_dir() and not list(p.glob("*.xml")):
             raise DetectorUnavailable(f"model folder {p} has no OpenVINO .xml file; export it again")
         if p.is_file() and p.suffix not in (".pt", ".onnx"):
-            raise DetectorUnavailable(f"model {p}: unsupported format {p.suffix!r}; use .pt, .onnx or an OpenVINO folder")
+            raise DetectorUnavailable(
+                f"model {p}: unsupported format {p.suffix!r}; use .pt, .onnx or an OpenVINO folder"
+            )
         prepare_ultralytics()
         os.environ.setdefault("OMP_NUM_THREADS", str(self.config.threads))
         try:

@@ -104,7 +104,7 @@ class Actor:
                 dx = (x1 - x0) / seg if seg else 0.0
                 return x0 + a * (x1 - x0), y0 + a * (y1 - y0), dx, walked + a * seg
             walked += seg
-        t_last, x_last, y_last = ks[-1]
+        _t_last, x_last, y_last = ks[-1]
         return x_last, y_last, 0.0, walked
 
 
@@ -305,7 +305,8 @@ class ThermalScene:
             )
         rng = np.random.default_rng((self.params.seed, index))
         optics = cv2.GaussianBlur(temp, (0, 0), 0.8)
-        noisy = optics + self._fixed_pattern + rng.normal(0.0, self.params.noise_k, optics.shape).astype(np.float32)
+        shot = rng.standard_normal(optics.shape, dtype=np.float32) * np.float32(self.params.noise_k)
+        noisy = optics + self._fixed_pattern + shot
         counts = np.clip((noisy + KELVIN) * COUNTS_PER_K, 0, 65535).astype(np.uint16)
         return counts, truths
 
@@ -374,18 +375,18 @@ def _draw_person(
     fu, fv = _pt(cam, x, y, 0.0)
     body = actor.temp_c
     skin = body + 3.5
-    clothes = body - 6.0
-    legs_t = body - 8.0
+    clothes = body - 4.5
+    legs_t = body - 6.5
     side = abs(heading) > 0.5  # walking across the view: seen from the side
     stride = 0.75
     phase = 2 * math.pi * walked / (2 * stride)
-    swing = math.sin(phase) * (0.42 if side else 0.12)
+    swing = math.sin(phase) * (0.5 if side else 0.12)
 
     def p(dx: float, h: float) -> tuple[float, float]:
         return fu + dx * s, fv - h * s
 
     hip_h, knee_h, shoulder_h, neck_h = 0.92, 0.5, 1.43, 1.52
-    half_hip = 0.09 if side else 0.13
+    half_hip = 0.11 if side else 0.13
     # legs: swing forward and back (side view) or alternate width slightly (front view)
     for sign, leg_phase in ((-1.0, swing), (1.0, -swing)):
         hip = p(sign * half_hip * (0.3 if side else 1.0), hip_h)
@@ -396,11 +397,11 @@ def _draw_person(
             knee = p(sign * (half_hip + 0.01), knee_h + leg_phase * 0.1)
             foot = p(sign * (half_hip + 0.02), 0.05 + max(0.0, leg_phase) * 0.25)
         leg_t = legs_t - (1.0 if sign > 0 and side else 0.0)
-        _limb(temp, mask, hip, knee, 0.16 * s, leg_t)
-        _limb(temp, mask, knee, foot, 0.12 * s, leg_t - 0.5)
+        _limb(temp, mask, hip, knee, 0.18 * s, leg_t)
+        _limb(temp, mask, knee, foot, 0.13 * s, leg_t - 0.5)
     # torso: a tapered trapezoid
-    sh_half = 0.12 if side else 0.22
-    waist_half = 0.1 if side else 0.16
+    sh_half = 0.16 if side else 0.23
+    waist_half = 0.13 if side else 0.17
     _fill(
         temp, mask,
         [p(-waist_half, hip_h - 0.05), p(waist_half, hip_h - 0.05), p(sh_half, shoulder_h), p(-sh_half, shoulder_h)],

