@@ -1,0 +1,89 @@
+"""The synthetic thermal scene: deterministic, plausible temperatures, truthful boxes, the hard cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sensors.frames import ThermalFrame
+from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, SimParams, ThermalScene
+
+
+def _celsius(counts: np.ndarray) -> np.ndarray:
+    return counts.astype(np.float64) * SIM_SCALE + SIM_OFFSET
+
+
+def test_same_seed_same_frames_other_seed_other_noise() -> None:
+    a, ta = ThermalScene.from_url("sim://border?seed=3").render(120)
+    b, tb = ThermalScene.from_url("sim://border?seed=3").render(120)
+    c, _ = ThermalScene.from_url("sim://border?seed=4").render(120)
+    assert np.array_equal(a, b) and ta == tb
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.uint16 and a.shape == (480, 640)
+
+
+def test_people_are_warm_on_cool_ground() -> None:
+    counts, truth = ThermalScene.from_url("sim://walkers").render(100)
+    temps = _celsius(counts)
+    ground = np.median(temps)
+    assert 0 < ground < 15
+    for t in truth:
+        x1, y1, x2, y2 = (int(v) for v in t.bbox)
+        patch = temps[y1:y2, x1:x2]
+        assert 28 < np.percentile(patch, 98) < 37, t  # skin and face
+        assert np.percentile(patch, 98) - ground > 15
+
+
+def test_truth_boxes_fit_the_warm_pixels() -> None:
+    counts, truth = ThermalScene.from_url("sim://crossing").render(60)
+    warm = _celsius(counts) > 14
+    for t in truth:
+        x1, y1, x2, y2 = (int(round(v)) for v in t.bbox)
+        inside = warm[y1:y2, x1:x2].mean()
+        ring = warm[max(0, y1 - 6):y2 + 6, max(0, x1 - 6):x2 + 6].sum() - warm[y1:y2, x1:x2].sum()
+        assert inside > 0.3 and ring < 0.05 * warm[y1:y2, x1:x2].sum(), t
+
+
+def test_hard_cases_are_in_the_border_scene() -> None:
+    scene = ThermalScene.from_url("sim://border")
+    labels, partly_hidden, min_gap = set(), False, np.inf
+    for i in range(0, scene.frame_count, 5):
+        _, truth = scene.render(i)
+        labels |= {t.label for t in truth}
+        partly_hidden |= any(t.label == "person" and 0.05 < t.visible < 0.9 and 0 < t.foot_px[0] < 640 for t in truth)
+        people = [t for t in truth if t.label == "person" and t.visible > 0.3]
+        for a in people:
+            for b in people:
+                if a.track_id < b.track_id and abs(a.ground_xy[1] - b.ground_xy[1]) < 3:
+                    min_gap = min(min_gap, abs(a.foot_px[0] - b.foot_px[0]))
+        if any(t.label == "animal" and t.ground_xy[1] > 38 for t in truth):
+            labels.add("animal-by-fence")
+    assert {"person", "vehicle", "animal", "animal-by-fence"} <= labels
+    assert partly_hidden, "nobody is partly hidden"
+    assert min_gap < 10, "no two people cross"  # sampled every 5th frame
+
+
+def test_ground_truth_ids_and_frame_for_the_detector() -> None:
+    scene = ThermalScene.from_url("sim://walkers?frames=300")
+    assert scene.frame_count == 300
+    _, truth = scene.render(150)
+    assert len({t.track_id for t in truth}) == len(truth) >= 3
+    frame = ThermalFrame("s", 150, 15.0, scene.render(150)[0], SIM_SCALE, SIM_OFFSET)
+    assert frame.gray8().dtype == np.uint8
+
+
+@pytest.mark.parametrize("url, message", [
+    ("sim://mars", "unknown synthetic scene 'mars'"),
+    ("sim://border?fps=abc", "bad value 'abc' for 'fps'"),
+    ("sim://border?colour=red", "unknown option 'colour'"),
+    ("file://border", "not a synthetic scene URL"),
+])
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SimParams.parse(url)
+
+
+def test_every_scenario_renders() -> None:
+    for name in SCENARIOS:
+        counts, _ = ThermalScene.from_url(f"sim://{name}?width=160&height=120").render(10)
+        assert counts.shape == (120, 160)
