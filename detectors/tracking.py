@@ -41,9 +41,13 @@ class _Track:
     confidence: float
     first_ts: float
     last_ts: float
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre, px/s
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # foot point, px/s
     hits: int = 1
     track_id: int = 0  # 0 until confirmed
+    history: list[tuple[float, float, float]] = field(default_factory=list)  # (ts, foot x, foot y)
+
+    def __post_init__(self) -> None:
+        self.history.append((self.last_ts, float(self.box[0] + self.box[2]) / 2.0, float(self.box[3])))
 
     def predict(self, ts: float) -> np.ndarray:
         dt = max(0.0, ts - self.last_ts)
@@ -51,17 +55,31 @@ class _Track:
         return self.box + shift
 
     def update(self, box: np.ndarray, conf: float, label_id: int, ts: float) -> None:
-        dt = ts - self.last_ts
-        if dt > 0:
-            old_c = (self.box[:2] + self.box[2:]) / 2.0
-            new_c = (box[:2] + box[2:]) / 2.0
-            measured = (new_c - old_c) / dt
-            self.velocity = 0.6 * self.velocity + 0.4 * measured if self.hits > 1 else measured
+        old_w = self.box[2] - self.box[0]
+        new_w = box[2] - box[0]
+        # A box that suddenly grows or shrinks is two people merging or parting, or a partial hide: its
+        # centre jumps without the person moving, so it must not steer the velocity.
+        steady = 0.7 < new_w / max(old_w, 1.0) < 1.4
         self.box = box.astype(np.float64)
+        foot = (float(box[0] + box[2]) / 2.0, float(box[3]))
+        if steady:
+            self.history.append((ts, *foot))
+            del self.history[:-VELOCITY_WINDOW]
+            if len(self.history) >= 2:
+                h = np.array(self.history)
+                t = h[:, 0] - h[:, 0].mean()
+                if (t * t).sum() > 0:  # least-squares slope over the window: robust to one jumpy box
+                    self.velocity = (t[:, None] * (h[:, 1:] - h[:, 1:].mean(axis=0))).sum(axis=0) / (t * t).sum()
+        else:
+            self.history.clear()
+            self.history.append((ts, *foot))
         self.confidence = conf
         self.label_id = label_id
         self.last_ts = ts
         self.hits += 1
+
+
+VELOCITY_WINDOW = 8
 
 
 class Tracker:
@@ -69,12 +87,14 @@ class Tracker:
 
     def __init__(
         self,
-        high_confidence: float = 0.4,
+        high_confidence: float = 0.25,
         match_iou: float = 0.2,
         min_hits: int = 3,
         max_age_s: float = 2.0,
+        coast_s: float = 0.5,
     ) -> None:
         self.high_confidence = high_confidence
+        self.coast_s = coast_s
         self.match_iou = match_iou
         self.min_hits = min_hits
         self.max_age_s = max_age_s
@@ -121,9 +141,19 @@ class Tracker:
                 )
         out_rows = sorted(d for d, t in matched.items() if self._tracks[t].track_id > 0)
         seen = dets.select(np.array(out_rows, dtype=np.int64))
-        ids = np.array([self._tracks[matched[d]].track_id for d in out_rows], dtype=np.int64)
+        ids = [self._tracks[matched[d]].track_id for d in out_rows]
+        # A confirmed track missed for a moment (a weak frame, a brief hide) is still there: report it at its
+        # predicted place for up to coast_s rather than letting it flicker.
+        coasting = [self._tracks[t] for t in unmatched_tracks
+                    if self._tracks[t].track_id > 0 and 0 < ts - self._tracks[t].last_ts <= self.coast_s]
         events.extend(self._expire(ts))
-        return Detections(seen.xyxy, seen.confidence, seen.label_id, ids), events
+        if coasting:
+            xyxy = np.vstack([seen.xyxy, np.array([tr.predict(ts) for tr in coasting], dtype=np.float32)])
+            conf = np.concatenate([seen.confidence, np.array([tr.confidence for tr in coasting], np.float32)])
+            label = np.concatenate([seen.label_id, np.array([tr.label_id for tr in coasting], np.int64)])
+            ids += [tr.track_id for tr in coasting]
+            return Detections(xyxy, conf, label, np.array(ids, dtype=np.int64)), events
+        return Detections(seen.xyxy, seen.confidence, seen.label_id, np.array(ids, dtype=np.int64)), events
 
     def expire(self, ts: float) -> list[TrackEvent]:
         """Age tracks on a frame that was not run through the detector."""

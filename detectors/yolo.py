@@ -28,7 +28,11 @@ class YoloConfig(BaseModel):
         "model, exported to OpenVINO at imgsz when that export exists.",
     )
     imgsz: int = Field(640, ge=64, le=1920, description="Network input size in pixels (multiple of 32).")
-    confidence: float = Field(0.3, ge=0.01, le=1.0, description="Minimum detection confidence.")
+    confidence: float = Field(
+        0.15, ge=0.01, le=1.0,
+        description="Minimum detection confidence; weak detections only continue tracks "
+        "(tracker.high_confidence starts them).",
+    )
     iou: float = Field(0.5, ge=0.05, le=0.95, description="IoU for non-maximum suppression.")
     threads: int = Field(2, ge=1, le=64, description="CPU threads for inference.")
     class_map: dict[str, str] | None = Field(

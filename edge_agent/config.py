@@ -65,10 +65,12 @@ class CameraConfig(Strict):
 
 
 class TrackerConfig(Strict):
-    high_confidence: float = Field(0.4, ge=0.0, le=1.0, description="Detections above this start tracks.")
+    high_confidence: float = Field(0.25, ge=0.0, le=1.0, description="Detections above this start tracks.")
     match_iou: float = Field(0.2, gt=0.0, lt=1.0, description="Least overlap of a detection with a track.")
     min_hits: int = Field(3, ge=1, le=30, description="Detections before a track is confirmed and gets an id.")
     max_age_s: float = Field(2.0, gt=0, description="A track unseen this long is lost.")
+    coast_s: float = Field(0.5, ge=0, description="A confirmed track missed this long is still reported, "
+                           "at its predicted place.")
 
 
 class GatingConfig(Strict):

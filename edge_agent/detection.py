@@ -45,7 +45,7 @@ def build_pipeline(config: AgentConfig, detector: Detector) -> TrackingPipeline:
             heat_delta_c=g.heat_delta_c, keepalive_s=g.keepalive_s,
         )
     tracker = Tracker(high_confidence=t.high_confidence, match_iou=t.match_iou, min_hits=t.min_hits,
-                      max_age_s=t.max_age_s)
+                      max_age_s=t.max_age_s, coast_s=t.coast_s)
     return TrackingPipeline(detector, tracker, gate, refine=config.detector.refine_boxes)
 
 

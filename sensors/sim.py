@@ -504,15 +504,17 @@ def _border() -> Scenario:
 
 
 def _walkers() -> Scenario:
-    """Four people only, in the open, at 12 to 35 metres; two cross each other."""
+    """Three people in the open at walking pace: two pass each other twice at different depths (the near
+    one hides part of the far one), a third walks slowly towards the camera through their paths."""
     return Scenario(
         name="walkers",
-        duration_s=40.0,
+        duration_s=30.0,
         actors=(
-            Actor(1, "person", ((0.0, -8.0, 16.0), (40.0, 8.0, 15.0)), 30.0),
-            Actor(2, "person", ((0.0, 7.0, 22.0), (40.0, -7.0, 22.5)), 29.0, size=1.05),
-            Actor(3, "person", ((0.0, -7.0, 22.6), (40.0, 7.0, 22.0)), 31.0, size=0.95),
-            Actor(4, "person", ((0.0, 3.0, 34.0), (40.0, 1.0, 14.0)), 30.0),
+            Actor(1, "person", ((0.0, -4.5, 15.0), (8.0, 4.5, 15.0), (9.0, 4.5, 15.2), (17.0, -4.5, 15.4),
+                                (18.0, -4.5, 15.4), (26.0, 4.5, 15.5), (30.0, 4.5, 15.5)), 30.0),
+            Actor(2, "person", ((0.0, 5.5, 19.5), (10.0, -5.5, 19.2), (11.0, -5.5, 19.2), (21.0, 5.5, 19.5),
+                                (30.0, -2.0, 19.8)), 29.0, size=1.05),
+            Actor(3, "person", ((0.0, -4.0, 30.0), (30.0, 3.0, 13.0)), 31.0, size=0.95),
         ),
     )
 

