@@ -94,7 +94,7 @@ def main() -> int:
     gated, gated_runs = cpu_per_frame(ov640, 640, True, args.quiet_frames)
     plain, _ = cpu_per_frame(ov640, 640, False, n_plain)
     out |= {"cpu_s_per_frame_gated": gated, "cpu_s_per_frame_ungated": plain, "gating_saving": plain / gated}
-    print(f"\nquiet scene, whole chain, CPU seconds per frame (OpenVINO 640, 10 fps scene)")
+    print("\nquiet scene, whole chain, CPU seconds per frame (OpenVINO 640, 10 fps scene)")
     print(f"  without gating: {plain:.4f} s ({n_plain} frames, detector on each)")
     print(f"  with gating:    {gated:.4f} s ({args.quiet_frames} frames, detector on {gated_runs})")
     print(f"  gating uses {plain / gated:.1f}x less CPU")

@@ -30,7 +30,76 @@ def _load(path: str | None) -> AgentConfig:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(f"{args.file}: OK: site {config.site}, box {config.box}, {len(config.cameras)} camera(s), "
-          f"detector {config.detector.model} at {config.detector.imgsz}")
+          f"{len(config.zones)} zone(s), {len(config.lines)} line(s), detector {config.detector.model} at "
+          f"{config.detector.imgsz}")
+    for cam in config.cameras:
+        if cam.calibration is not None:
+            cal = cam.calibration.calibration()
+            worst = int(cal.errors_m.argmax())
+            print(f"calibration {cam.id}: {len(cal.points)} ground points, reprojection error rms "
+                  f"{cal.rms_error_m:.2f} m, max {cal.max_error_m:.2f} m (point {worst + 1})")
+            if cal.max_error_m > 2.0:
+                print(f"warning: calibration {cam.id}: point {worst + 1} is {cal.max_error_m:.1f} m off; check its "
+                      "pixel and lat/lon, or that the ground there is flat", file=sys.stderr)
+    return 0
+
+
+def cmd_zones_preview(args: argparse.Namespace) -> int:
+    from edge_agent.zones import Site, preview
+    from sensors.errors import SensorError
+    from sensors.thermal import open_capture, to_frame
+
+    config = load_config(args.config)
+    cams = {c.id: c for c in config.cameras}
+    if args.camera not in cams:
+        raise UsageError(f"unknown camera {args.camera!r}; cameras in {args.config}: {', '.join(cams) or 'none'}")
+    cam = cams[args.camera]
+    if args.source:
+        cam = cam.model_copy(update={"source": args.source})
+    try:
+        cap = open_capture(cam.spec())
+    except SensorError as exc:
+        raise UsageError(str(exc)) from None
+    frame, reasons = None, []
+    try:
+        for i in range(args.frame + 50):
+            ok, raw = cap.read()
+            if not ok:
+                break
+            if i < args.frame:
+                continue
+            try:
+                frame = to_frame(cam.spec(), i, 0.0, raw)  # type: ignore[arg-type]
+                break
+            except ValueError as exc:
+                reasons.append(str(exc))
+    finally:
+        cap.release()
+    if frame is None:
+        raise UsageError(f"no usable frame from {cam.source}" + (f": {reasons[-1]}" if reasons else ""))
+    img = preview(Site.from_config(config), cam.id, frame.gray8())
+    import cv2
+
+    if not cv2.imwrite(args.output, img):
+        raise UsageError(f"cannot write {args.output}; does the folder exist?")
+    print(f"wrote {args.output} ({img.shape[1]}x{img.shape[0]}) from {cam.source}")
+    return 0
+
+
+def cmd_zones_where(args: argparse.Namespace) -> int:
+    from edge_agent.zones import Site
+
+    config = load_config(args.config)
+    site = Site.from_config(config)
+    if args.latlon:
+        out = site.where_latlon(*args.latlon)
+    else:
+        if not args.camera:
+            raise UsageError("--pixel needs --camera")
+        if args.camera not in {c.id for c in config.cameras}:
+            raise UsageError(f"unknown camera {args.camera!r}")
+        out = site.where_pixel(args.camera, *args.pixel)
+    print(json.dumps(out))
     return 0
 
 
@@ -170,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scene", default=DEMO_SCENE, help=f"synthetic scene (default {DEMO_SCENE})")
     detect_options(s)
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("zones", help="zones and lines for field engineers: preview over a frame, point lookup")
+    zs = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    z = zs.add_parser("preview", help="draw a camera's zones and lines over one of its frames into a PNG")
+    z.add_argument("camera", help="camera id in the config")
+    z.add_argument("-c", "--config", required=True)
+    z.add_argument("-o", "--output", default="zones.png", help="PNG to write (default zones.png)")
+    z.add_argument("--source", help="take the frame from this file, folder, URL or sim:// scene instead")
+    z.add_argument("--frame", type=int, default=0, help="use the Nth frame of the source (default 0)")
+    z.set_defaults(func=cmd_zones_preview)
+    z = zs.add_parser("where", help="which zones contain a pixel of a camera, or a lat/lon")
+    z.add_argument("-c", "--config", required=True)
+    where = z.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pixel", nargs=2, type=float, metavar=("X", "Y"))
+    where.add_argument("--latlon", nargs=2, type=float, metavar=("LAT", "LON"))
+    z.add_argument("--camera", help="camera of --pixel")
+    z.set_defaults(func=cmd_zones_where)
 
     s = sub.add_parser("model", help="provision detection models (no model hub)")
     ms = s.add_subparsers(dest="what", required=True, metavar="WHAT")

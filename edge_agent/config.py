@@ -12,6 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from detectors.yolo import YoloConfig
+from geofences.geo import GeoCalibration, GroundControlPoint
+from geofences.zones import GeometryError, make_line, make_polygon
 from sensors.thermal import CameraSpec
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -28,6 +30,29 @@ def default_state_dir() -> Path:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroundPointConfig(Strict):
+    pixel: tuple[float, float] = Field(description="[x, y] in the camera image.")
+    latlon: tuple[float, float] = Field(description="[lat, lon] (WGS84) of that spot on the ground.")
+
+
+class CalibrationConfig(Strict):
+    """Ground control points: spots visible in the image whose lat/lon was measured (GPS, map)."""
+
+    points: list[GroundPointConfig] = Field(min_length=4, description="Four or more, spread over the ground.")
+    anchor: Literal["bottom_center", "center"] = Field(
+        "bottom_center", description="The point of a box placed on the map: its foot (bottom centre) or centre."
+    )
+
+    def calibration(self) -> GeoCalibration:
+        return GeoCalibration([GroundControlPoint(p.pixel[0], p.pixel[1], p.latlon[0], p.latlon[1])
+                               for p in self.points])
+
+    @model_validator(mode="after")
+    def _fits(self) -> CalibrationConfig:
+        self.calibration()  # collinear or out-of-range points raise ValueError here
+        return self
 
 
 class CameraConfig(Strict):
@@ -49,6 +74,7 @@ class CameraConfig(Strict):
     backoff_min_s: float = Field(1.0, gt=0, description="First reopen delay; doubles after each failure.")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest reopen delay.")
     loop: bool = Field(False, description="Start files and scenes again at their end (demos).")
+    calibration: CalibrationConfig | None = Field(None, description="Geo-calibration: places tracks on the map.")
 
     @model_validator(mode="after")
     def _backoff_order(self) -> CameraConfig:
@@ -82,6 +108,107 @@ class GatingConfig(Strict):
     keepalive_s: float = Field(10.0, gt=0, description="Detect at least this often, even when quiet.")
 
 
+Label = Literal["person", "vehicle", "animal"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+HHMM = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class WindowConfig(Strict):
+    start: HHMM = Field(description="Local time HH:MM the rule becomes active.")
+    end: HHMM = Field(description="Local time HH:MM it stops; before start means over midnight.")
+    days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+
+
+class ScheduleConfig(Strict):
+    timezone: str = Field("UTC", description="IANA timezone of the windows, e.g. Europe/Vienna.")
+    windows: list[WindowConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> ScheduleConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}; use an IANA name like Europe/Vienna") from None
+        return self
+
+
+class FilterConfig(Strict):
+    labels: list[Label] = Field(default_factory=lambda: ["person"], description="Which objects the rule is about.")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="Weaker detections count as nowhere.")
+    min_height_px: float = Field(0, ge=0, description="Smaller boxes count as nowhere.")
+    min_age_s: float = Field(0.5, ge=0, description="Tracks younger than this fire nothing.")
+    min_frames: int = Field(3, ge=1, description="Frames in a row on the new side before it counts (inertia).")
+    margin: float | None = Field(
+        None, ge=0, description="Hysteresis band around the edge: pixels for pixel zones (default 6), metres for "
+        "geographic ones (default 0.75).",
+    )
+
+
+class ZoneConfig(Strict):
+    """A polygon: pixel [x, y] points of one camera, or [lat, lon] points on the map (space: geo)."""
+
+    id: Ident
+    name: str | None = None
+    space: Literal["pixel", "geo"] = "pixel"
+    camera: Ident | None = Field(None, description="The camera of a pixel zone (geo zones: every calibrated one).")
+    polygon: list[tuple[float, float]]
+    entry: bool = Field(True, description="An event when a track enters (intrusion).")
+    exit: bool = Field(False, description="An event when a track leaves.")
+    loiter_s: float | None = Field(None, gt=0, description="An event when a track stays this long.")
+    max_count: int | None = Field(None, ge=0, description="An event when more tracks than this are inside.")
+    filters: FilterConfig = Field(default_factory=FilterConfig)  # type: ignore[arg-type]
+    schedule: ScheduleConfig | None = Field(None, description="Active hours; none: always.")
+    cooldown_s: float = Field(60.0, ge=0, description="At most one event of a kind per track in this time.")
+
+    @model_validator(mode="after")
+    def _geometry(self) -> ZoneConfig:
+        try:
+            make_polygon(self.polygon, self.space)
+        except GeometryError as exc:
+            raise ValueError(f"polygon: {exc}") from None
+        if self.space == "pixel" and self.camera is None:
+            raise ValueError("a pixel zone needs its camera")
+        return self
+
+
+class LineConfig(Strict):
+    """A polyline to cross: pixel [x, y] points of one camera, or [lat, lon] points (space: geo)."""
+
+    id: Ident
+    name: str | None = None
+    space: Literal["pixel", "geo"] = "pixel"
+    camera: Ident | None = None
+    points: list[tuple[float, float]]
+    direction: Literal["left_to_right", "right_to_left", "both"] = Field(
+        "both", description="Which crossings count, as seen on the screen (or map, north up) looking from the "
+        "first point towards the last.",
+    )
+    filters: FilterConfig = Field(default_factory=FilterConfig)  # type: ignore[arg-type]
+    schedule: ScheduleConfig | None = None
+    cooldown_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> LineConfig:
+        try:
+            make_line(self.points, self.space)
+        except GeometryError as exc:
+            raise ValueError(f"points: {exc}") from None
+        if self.space == "pixel" and self.camera is None:
+            raise ValueError("a pixel line needs its camera")
+        return self
+
+
+class FixedSensorConfig(Strict):
+    """A sensor at a known place: a metal detector or a radio receiver."""
+
+    id: Ident
+    kind: Literal["metal", "radio"]
+    name: str | None = None
+    latlon: tuple[float, float]
+
+
 class AgentConfig(Strict):
     """The whole edge box."""
 
@@ -96,15 +223,30 @@ class AgentConfig(Strict):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)  # type: ignore[arg-type]
     gating: GatingConfig = Field(default_factory=GatingConfig)  # type: ignore[arg-type]
     cameras: list[CameraConfig] = Field(default_factory=list, description="Thermal cameras.")
+    zones: list[ZoneConfig] = Field(default_factory=list, description="Zones and their rules.")
+    lines: list[LineConfig] = Field(default_factory=list, description="Lines to cross.")
+    fixed_sensors: list[FixedSensorConfig] = Field(default_factory=list, description="Sensors at known places.")
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> AgentConfig:
-        seen: set[str] = set()
-        for cam in self.cameras:
-            if cam.id in seen:
-                raise ValueError(f"camera id {cam.id!r} is used twice; each camera needs its own id")
-            seen.add(cam.id)
-        return self
+    def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems between sections: duplicate ids, rules for unknown or uncalibrated cameras."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for section in ("cameras", "zones", "lines", "fixed_sensors"):
+            seen: set[str] = set()
+            for i, item in enumerate(getattr(self, section)):
+                if item.id in seen:
+                    problems.append(((section, i, "id"), f"id {item.id!r} is used twice in {section}"))
+                seen.add(item.id)
+        cams = {c.id: c for c in self.cameras}
+        calibrated = [c.id for c in self.cameras if c.calibration is not None]
+        for section in ("zones", "lines"):
+            for i, item in enumerate(getattr(self, section)):
+                if item.space == "pixel" and item.camera not in cams:
+                    problems.append(((section, i, "camera"), f"unknown camera {item.camera!r}; cameras: "
+                                     f"{', '.join(cams) or 'none configured'}"))
+                if item.space == "geo" and not calibrated:
+                    problems.append(((section, i, "space"), "a geo rule needs at least one geo-calibrated camera "
+                                     "(cameras[].calibration)"))
+        return problems
 
     @property
     def models_dir(self) -> Path:
@@ -164,6 +306,11 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     lines = dict(_node_lines(node)) if node is not None else {}
     try:
         config = AgentConfig.model_validate(data)
+        cross = config.cross_check()
+        if cross:
+            problems = [f"{source}{f':{ln}' if (ln := _line_for(lines, loc)) else ''}: {_dotted(loc)}: {msg}"
+                        for loc, msg in cross]
+            raise ConfigError(source, problems)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

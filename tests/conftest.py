@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,10 +101,8 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
     yield guard
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real console script in a subprocess."""
-    import subprocess
-
     exe = Path(sys.executable).with_name("edge-agent")
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=full_env,

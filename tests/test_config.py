@@ -63,7 +63,7 @@ def test_every_problem_reported_at_once_with_line_and_key_path() -> None:
 
 def test_duplicate_camera_ids() -> None:
     text = "site: s\nbox: b\ncameras:\n  - {id: a, source: sim://quiet}\n  - {id: a, source: sim://border}\n"
-    with pytest.raises(ConfigError, match="camera id 'a' is used twice"):
+    with pytest.raises(ConfigError, match=r"dup.yaml:5: cameras\[1\].id: id .a. is used twice in cameras"):
         parse_config(text, "dup.yaml")
 
 

@@ -1,0 +1,189 @@
+"""Composing geofences with the configuration: the site plane, calibrated cameras, the rule engine, track
+points from tracker output, and the field engineer's zone preview."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import time
+
+import cv2
+import numpy as np
+import shapely
+from shapely.geometry import LineString, Polygon
+
+from detectors.types import Detections
+from edge_agent.config import AgentConfig, FilterConfig, ScheduleConfig
+from geofences.geo import GeoCalibration, LocalPlane
+from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
+from geofences.zones import ZoneIndex, make_line, make_polygon
+
+DEFAULT_MARGIN = {"pixel": 6.0, "geo": 0.75}
+
+
+@dataclass(slots=True)
+class Site:
+    """Everything geographic about a box: the site plane (metres), each camera's calibration and anchor,
+    and every zone and line as geometry in its own space (pixels, or metres on the site plane)."""
+
+    config: AgentConfig
+    plane: LocalPlane | None
+    calibrations: dict[str, GeoCalibration]
+    anchors: dict[str, str]
+    zone_geoms: dict[str, Polygon]
+    line_geoms: dict[str, LineString]
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> Site:
+        calibrations = {c.id: c.calibration.calibration() for c in config.cameras if c.calibration is not None}
+        anchors = {c.id: (c.calibration.anchor if c.calibration else "bottom_center") for c in config.cameras}
+        geo_pts = [p for z in config.zones if z.space == "geo" for p in z.polygon]
+        geo_pts += [p for ln in config.lines if ln.space == "geo" for p in ln.points]
+        plane = None
+        if geo_pts:
+            plane = LocalPlane(float(np.mean([p[0] for p in geo_pts])), float(np.mean([p[1] for p in geo_pts])))
+        zone_geoms: dict[str, Polygon] = {}
+        for z in config.zones:
+            poly = make_polygon(z.polygon, z.space)
+            zone_geoms[z.id] = poly if z.space == "pixel" else _to_plane(poly, plane)  # type: ignore[arg-type]
+        line_geoms: dict[str, LineString] = {}
+        for ln in config.lines:
+            line = make_line(ln.points, ln.space)
+            line_geoms[ln.id] = line if ln.space == "pixel" else _to_plane(line, plane)  # type: ignore[arg-type]
+        return cls(config, plane, calibrations, anchors, zone_geoms, line_geoms)
+
+    def engine(self) -> RuleEngine:
+        zones = [
+            ZoneRule(z.id, z.camera if z.space == "pixel" else None, self.zone_geoms[z.id], entry=z.entry, exit=z.exit,
+                     loiter_s=z.loiter_s, max_count=z.max_count, filters=_filters(z.filters, z.space),
+                     schedule=_schedule(z.schedule), cooldown_s=z.cooldown_s)
+            for z in self.config.zones
+        ]
+        lines = [
+            LineRule(ln.id, ln.camera if ln.space == "pixel" else None, self.line_geoms[ln.id], ln.direction,
+                     pixel_space=ln.space == "pixel", filters=_filters(ln.filters, ln.space),
+                     schedule=_schedule(ln.schedule), cooldown_s=ln.cooldown_s)
+            for ln in self.config.lines
+        ]
+        return RuleEngine(zones, lines)
+
+    def anchor_px(self, camera: str, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = (xyxy[:, 0] + xyxy[:, 2]) / 2.0
+        foot = self.anchors.get(camera, "bottom_center") == "bottom_center"
+        y = xyxy[:, 3] if foot else (xyxy[:, 1] + xyxy[:, 3]) / 2.0
+        return x, y
+
+    def track_points(self, camera: str, ts: float, tracks: Detections,
+                     ages: Sequence[float] | None = None) -> tuple[list[TrackPoint], list[TrackPoint]]:
+        """Confirmed tracks of one frame as rule inputs: (pixel points, site-plane points)."""
+        if not len(tracks):
+            return [], []
+        u, v = self.anchor_px(camera, tracks.xyxy.astype(np.float64))
+        cal = self.calibrations.get(camera)
+        lat = lon = gx = gy = None
+        if cal is not None:
+            lat, lon = cal.pixel_to_latlon(u, v)
+            if self.plane is not None:
+                gx, gy = self.plane.to_xy(lat, lon)
+        labels = tracks.labels()
+        pixel, geo = [], []
+        for i in range(len(tracks)):
+            ll = (float(lat[i]), float(lon[i])) if lat is not None and np.isfinite(lat[i]) else None
+            common = dict(camera=camera, track_id=int(tracks.track_id[i]), label=labels[i],
+                          confidence=float(tracks.confidence[i]), ts=ts,
+                          bbox=tuple(float(c) for c in tracks.xyxy[i]), age_s=ages[i] if ages else float("inf"),
+                          latlon=ll)
+            pixel.append(TrackPoint(x=float(u[i]), y=float(v[i]), **common))  # type: ignore[arg-type]
+            if gx is not None and gy is not None:
+                geo.append(TrackPoint(x=float(gx[i]), y=float(gy[i]), **common))  # type: ignore[arg-type]
+        return pixel, geo
+
+    def where_pixel(self, camera: str, u: float, v: float) -> dict[str, object]:
+        """Which zones contain a pixel of a camera (pixel zones of that camera, and geo zones if calibrated)."""
+        pixel_index = ZoneIndex()
+        for z in self.config.zones:
+            if z.space == "pixel" and z.camera == camera:
+                pixel_index.add(z.id, self.zone_geoms[z.id])
+        hits = pixel_index.which(u, v)
+        out: dict[str, object] = {"camera": camera, "pixel": [u, v], "latlon": None}
+        cal = self.calibrations.get(camera)
+        if cal is not None:
+            lat, lon = cal.pixel_to_latlon(u, v)
+            if np.isfinite(lat):
+                out["latlon"] = [round(float(lat), 7), round(float(lon), 7)]
+                hits += self.where_latlon(float(lat), float(lon))["zones"]  # type: ignore[operator]
+        out["zones"] = hits
+        return out
+
+    def where_latlon(self, lat: float, lon: float) -> dict[str, object]:
+        index = ZoneIndex()
+        for z in self.config.zones:
+            if z.space == "geo":
+                index.add(z.id, self.zone_geoms[z.id])
+        hits: list[str] = []
+        if self.plane is not None and index.ids:
+            x, y = self.plane.to_xy(lat, lon)
+            hits = index.which(float(x), float(y))
+        return {"latlon": [lat, lon], "zones": hits}
+
+
+def _to_plane(geom: Polygon | LineString, plane: LocalPlane) -> Polygon | LineString:
+    """A (lon, lat) geometry onto the site plane in metres."""
+
+    def transform(coords: np.ndarray) -> np.ndarray:
+        x, y = plane.to_xy(coords[:, 1], coords[:, 0])
+        return np.c_[x, y]
+
+    return shapely.transform(geom, transform)
+
+
+def _filters(f: FilterConfig, space: str) -> Filters:
+    return Filters(labels=frozenset(f.labels), min_confidence=f.min_confidence, min_height_px=f.min_height_px,
+                   min_age_s=f.min_age_s, min_frames=f.min_frames,
+                   margin=f.margin if f.margin is not None else DEFAULT_MARGIN[space])
+
+
+def _schedule(s: ScheduleConfig | None) -> Schedule:
+    if s is None:
+        return Schedule()
+    return Schedule(tuple(
+        Window(time.fromisoformat(w.start), time.fromisoformat(w.end), frozenset(w.days), s.timezone)
+        for w in s.windows
+    ))
+
+
+ZONE_COLOURS = [(0, 200, 255), (255, 0, 200), (0, 255, 0), (255, 200, 0), (200, 0, 255)]
+
+
+def preview(site: Site, camera: str, gray8: np.ndarray) -> np.ndarray:
+    """The camera frame with its zones and lines drawn (geo ones through the calibration), labelled."""
+    img = cv2.cvtColor(gray8, cv2.COLOR_GRAY2BGR)
+    cal = site.calibrations.get(camera)
+    items: list[tuple[str, list[tuple[float, float]], bool]] = []
+    for z in site.config.zones:
+        if z.space == "pixel" and z.camera == camera:
+            items.append((z.id, list(z.polygon), True))
+        elif z.space == "geo" and cal is not None:
+            u, v = cal.latlon_to_pixel(np.array([p[0] for p in z.polygon]), np.array([p[1] for p in z.polygon]))
+            items.append((z.id, list(zip(u.tolist(), v.tolist(), strict=True)), True))
+    for ln in site.config.lines:
+        if ln.space == "pixel" and ln.camera == camera:
+            items.append((ln.id, list(ln.points), False))
+        elif ln.space == "geo" and cal is not None:
+            u, v = cal.latlon_to_pixel(np.array([p[0] for p in ln.points]), np.array([p[1] for p in ln.points]))
+            items.append((ln.id, list(zip(u.tolist(), v.tolist(), strict=True)), False))
+    for k, (name, pts, closed) in enumerate(items):
+        colour = ZONE_COLOURS[k % len(ZONE_COLOURS)]
+        arr = np.round(np.array(pts) * 16).astype(np.int32).reshape(-1, 1, 2)
+        if closed:
+            overlay = img.copy()
+            cv2.fillPoly(overlay, [arr], colour, cv2.LINE_AA, shift=4)
+            img = cv2.addWeighted(overlay, 0.25, img, 0.75, 0)
+        cv2.polylines(img, [arr], closed, colour, 2, cv2.LINE_AA, shift=4)
+        if not closed and len(pts) >= 2:  # an arrow shows the line's direction: first point to last
+            a, b = np.array(pts[-2]), np.array(pts[-1])
+            cv2.arrowedLine(img, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), colour, 2,
+                            cv2.LINE_AA, tipLength=0.15)
+        cx, cy = np.array(pts).mean(axis=0)
+        cv2.putText(img, name, (int(cx), int(cy)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return img

@@ -1,0 +1,125 @@
+"""Geo-calibration: a homography from a camera's pixels to the ground, fitted to ground control points.
+
+Ground coordinates are metres east/north on a local tangent plane around the points' centroid, so the fit
+and its error are in metres; lat/lon (WGS84) go in and come out. Valid for flat ground within a few km.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True, slots=True)
+class GroundControlPoint:
+    u: float
+    v: float
+    lat: float
+    lon: float
+
+
+class LocalPlane:
+    """Equirectangular metres around an origin: x east, y north."""
+
+    def __init__(self, lat0: float, lon0: float) -> None:
+        self.lat0, self.lon0 = lat0, lon0
+        self._kx = math.radians(1.0) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
+        self._ky = math.radians(1.0) * EARTH_RADIUS_M
+
+    def to_xy(self, lat: np.ndarray | float, lon: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        x = (np.asarray(lon, np.float64) - self.lon0) * self._kx
+        return x, (np.asarray(lat, np.float64) - self.lat0) * self._ky
+
+    def to_latlon(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        return self.lat0 + np.asarray(y, np.float64) / self._ky, self.lon0 + np.asarray(x, np.float64) / self._kx
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine) in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Direct linear transform with Hartley normalisation; least squares for more than 4 points."""
+
+    def normaliser(p: np.ndarray) -> np.ndarray:
+        c = p.mean(axis=0)
+        d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean() or 1.0
+        s = math.sqrt(2) / d
+        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
+
+    ts, td = normaliser(src), normaliser(dst)
+    sh = np.c_[src, np.ones(len(src))] @ ts.T
+    dh = np.c_[dst, np.ones(len(dst))] @ td.T
+    rows = []
+    for (x, y, _), (u, v, _) in zip(sh, dh, strict=True):
+        rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
+        rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
+    _, _, vt = np.linalg.svd(np.asarray(rows))
+    h = vt[-1].reshape(3, 3)
+    h = np.linalg.inv(td) @ h @ ts
+    return h / h[2, 2]
+
+
+def _apply(h: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w, (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
+
+
+class GeoCalibration:
+    """Pixel <-> lat/lon for one camera, fitted to four or more ground control points."""
+
+    def __init__(self, points: Sequence[GroundControlPoint]) -> None:
+        if len(points) < 4:
+            raise ValueError(f"geo-calibration needs at least 4 ground control points, got {len(points)}")
+        px = np.array([(p.u, p.v) for p in points], np.float64)
+        lat = np.array([p.lat for p in points])
+        lon = np.array([p.lon for p in points])
+        if not (np.all(np.abs(lat) <= 90) and np.all(np.abs(lon) <= 180)):
+            raise ValueError("ground control points: latitude must be within ±90 and longitude within ±180")
+        self.plane = LocalPlane(float(lat.mean()), float(lon.mean()))
+        gx, gy = self.plane.to_xy(lat, lon)
+        ground = np.c_[gx, gy]
+        for name, pts in (("pixel", px), ("ground", ground)):
+            centred = pts - pts.mean(axis=0)
+            sv = np.linalg.svd(centred, compute_uv=False)
+            if sv[-1] < 1e-6 * max(sv[0], 1e-12) or sv[0] < 1e-9:
+                raise ValueError(f"ground control points are collinear in {name} space: spread them over the view")
+        self.points = tuple(points)
+        self.h = _homography(px, ground)
+        self.h_inv = np.linalg.inv(self.h)
+        ex, ey = _apply(self.h, px[:, 0], px[:, 1])
+        err = np.hypot(ex - gx, ey - gy)
+        self.errors_m = err
+        self.rms_error_m = float(np.sqrt((err**2).mean()))
+        self.max_error_m = float(err.max())
+        # the horizon: pixels whose ground point would be at infinity or behind the camera
+        self._horizon_sign = float(np.sign(self.h[2, 0] * px[0, 0] + self.h[2, 1] * px[0, 1] + self.h[2, 2]))
+
+    def pixel_to_ground(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Metres east/north of the calibration centre; NaN above the horizon."""
+        u = np.asarray(u, np.float64)
+        v = np.asarray(v, np.float64)
+        w = self.h[2, 0] * u + self.h[2, 1] * v + self.h[2, 2]
+        x, y = _apply(self.h, u, v)
+        bad = np.sign(w) != self._horizon_sign
+        return np.where(bad, np.nan, x), np.where(bad, np.nan, y)
+
+    def pixel_to_latlon(self, u: np.ndarray | float, v: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.pixel_to_ground(u, v)
+        return self.plane.to_latlon(x, y)
+
+    def latlon_to_pixel(self, lat: np.ndarray | float, lon: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.plane.to_xy(lat, lon)
+        return _apply(self.h_inv, x, y)
