@@ -35,12 +35,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for cam in config.cameras:
         if cam.calibration is not None:
             cal = cam.calibration.calibration()
-            worst = int(cal.errors_m.argmax())
             print(f"calibration {cam.id}: {len(cal.points)} ground points, reprojection error rms "
-                  f"{cal.rms_error_m:.2f} m, max {cal.max_error_m:.2f} m (point {worst + 1})")
+                  f"{cal.rms_error_m:.2f} m, max {cal.max_error_m:.2f} m")
             if cal.max_error_m > 2.0:
-                print(f"warning: calibration {cam.id}: point {worst + 1} is {cal.max_error_m:.1f} m off; check its "
-                      "pixel and lat/lon, or that the ground there is flat", file=sys.stderr)
+                worst = int(cal.errors_m.argmax())
+                print(f"warning: calibration {cam.id}: a point lands {cal.max_error_m:.1f} m off (largest at point "
+                      f"{worst + 1}); check each point's pixel and lat/lon, and that the ground is flat",
+                      file=sys.stderr)
     return 0
 
 

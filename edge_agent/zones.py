@@ -14,7 +14,7 @@ from shapely.geometry import LineString, Polygon
 
 from detectors.types import Detections
 from edge_agent.config import AgentConfig, FilterConfig, ScheduleConfig
-from geofences.geo import GeoCalibration, LocalPlane
+from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon
 
@@ -115,6 +115,20 @@ class Site:
         out["zones"] = hits
         return out
 
+    def sensor_latlon(self, sensor_id: str) -> tuple[float, float] | None:
+        """Where a fixed sensor (metal detector, radio receiver) stands."""
+        for s in self.config.fixed_sensors:
+            if s.id == sensor_id:
+                return s.latlon
+        return None
+
+    def bearing(self, sensor_id: str, bearing_deg: float, length_m: float = 5000.0) -> list[tuple[float, float]]:
+        """A radio bearing from a fixed receiver as [lat, lon] points on the map."""
+        at = self.sensor_latlon(sensor_id)
+        if at is None:
+            raise KeyError(f"unknown fixed sensor {sensor_id!r}")
+        return bearing_ray(at[0], at[1], bearing_deg, length_m)
+
     def where_latlon(self, lat: float, lon: float) -> dict[str, object]:
         index = ZoneIndex()
         for z in self.config.zones:
@@ -181,9 +195,10 @@ def preview(site: Site, camera: str, gray8: np.ndarray) -> np.ndarray:
             img = cv2.addWeighted(overlay, 0.25, img, 0.75, 0)
         cv2.polylines(img, [arr], closed, colour, 2, cv2.LINE_AA, shift=4)
         if not closed and len(pts) >= 2:  # an arrow shows the line's direction: first point to last
-            a, b = np.array(pts[-2]), np.array(pts[-1])
+            a, b = np.array(pts[-2], float), np.array(pts[-1], float)
+            a = b - 30.0 * (b - a) / max(float(np.linalg.norm(b - a)), 1e-9)
             cv2.arrowedLine(img, tuple(np.round(a).astype(int)), tuple(np.round(b).astype(int)), colour, 2,
-                            cv2.LINE_AA, tipLength=0.15)
+                            cv2.LINE_AA, tipLength=0.4)
         cx, cy = np.array(pts).mean(axis=0)
         cv2.putText(img, name, (int(cx), int(cy)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return img

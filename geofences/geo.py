@@ -123,3 +123,18 @@ class GeoCalibration:
     def latlon_to_pixel(self, lat: np.ndarray | float, lon: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.plane.to_xy(lat, lon)
         return _apply(self.h_inv, x, y)
+
+
+def destination(lat: float, lon: float, bearing_deg: float, distance: float) -> tuple[float, float]:
+    """The point ``distance`` metres from (lat, lon) along a true-north bearing (great circle)."""
+    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
+    d = distance / EARTH_RADIUS_M
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
+    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
+
+
+def bearing_ray(lat: float, lon: float, bearing_deg: float, length_m: float = 5000.0, steps: int = 16
+                ) -> list[tuple[float, float]]:
+    """A radio bearing from a fixed receiver as a polyline of [lat, lon] points on the map."""
+    return [destination(lat, lon, bearing_deg, length_m * i / steps) for i in range(steps + 1)]

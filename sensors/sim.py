@@ -25,6 +25,7 @@ COUNTS_PER_K = 100.0  # TLinear 0.01 K/count
 SIM_SCALE = 1.0 / COUNTS_PER_K
 SIM_OFFSET = -KELVIN
 EARTH_M_PER_DEG = 111_320.0
+SIM_ORIGIN = (46.55, 15.65)  # lat/lon of the camera mast (ground x = 0, y = 0) in every scene
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +213,7 @@ class ThermalScene:
         params = SimParams.parse(url)
         return cls(SCENARIOS[params.name](), params)
 
-    def ground_to_latlon(self, x: float, y: float, origin: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+    def ground_to_latlon(self, x: float, y: float, origin: tuple[float, float] = SIM_ORIGIN) -> tuple[float, float]:
         lat0, lon0 = origin
         lat = lat0 + y / EARTH_M_PER_DEG
         lon = lon0 + x / (EARTH_M_PER_DEG * math.cos(math.radians(lat0)))
@@ -549,7 +550,25 @@ def _animals() -> Scenario:
     )
 
 
+def _intrusion() -> Scenario:
+    """Zone rules on the ground (metres; the tests put a zone at x -2..3, y 16..22 and a line at y 24):
+    1 walks in from the west, stands 16 s, then walks north over the line; 2 walks along the outside of the
+    zone's west edge; 3 walks south over the line east of the zone; a dog trots into the zone at the end."""
+    return Scenario(
+        name="intrusion",
+        duration_s=30.0,
+        actors=(
+            Actor(1, "person", ((0.0, -6.0, 19.0), (6.0, 0.5, 19.0), (20.0, 0.5, 19.0), (26.0, 0.5, 26.5),
+                                (30.0, 0.5, 26.5)), 30.0),
+            Actor(2, "person", ((0.0, -3.3, 14.0), (14.0, -3.3, 23.0), (30.0, -3.3, 23.0)), 29.5, size=0.95),
+            Actor(3, "person", ((0.0, 5.0, 28.0), (9.0, 5.0, 17.0), (30.0, 5.0, 17.0)), 30.5, size=1.05),
+            Actor(4, "animal", ((20.0, 7.0, 17.5), (30.0, -1.0, 17.0)), 26.0, kind="dog"),
+        ),
+    )
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "intrusion": _intrusion,
     "border": _border,
     "walkers": _walkers,
     "crossing": _crossing,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-VERBS = ["check-config", "config", "detect", "demo", "model"]
+VERBS = ["check-config", "config", "detect", "demo", "zones", "model"]
 
 
 def test_help_lists_every_verb() -> None:
@@ -72,3 +72,34 @@ def test_bad_config_on_detect(tmp_path: Path) -> None:
     cfg.write_text("site: s\nbox: b\ndetector: {imgsz: 100}\n")
     res = run_cli("detect", "sim://quiet", "-c", str(cfg))
     assert res.returncode == 2 and "c.yaml:3: detector.imgsz: imgsz must be a multiple of 32" in res.stderr
+
+
+def test_zones_preview_draws_the_zones_over_a_frame(tmp_path: Path) -> None:
+    from tests.conftest import ROOT
+
+    out = tmp_path / "zones.png"
+    res = run_cli("zones", "preview", "sim-border", "-c", str(ROOT / "configs" / "demo.yaml"), "-o", str(out),
+                  "--frame", "100")
+    assert res.returncode == 0, res.stderr
+    img = cv2.imread(str(out))
+    assert img.shape == (480, 640, 3)
+    b, g, r = (int(c) for c in img[330, 320])  # inside the strip zone: tinted, no longer grey
+    assert max(b, g, r) - min(b, g, r) > 20
+    res = run_cli("zones", "preview", "cam-x", "-c", str(ROOT / "configs" / "demo.yaml"))
+    assert res.returncode == 2 and "unknown camera 'cam-x'" in res.stderr
+
+
+def test_zones_where_by_pixel_and_by_latlon() -> None:
+    import json
+
+    from tests.conftest import ROOT
+
+    cfg = str(ROOT / "configs" / "demo.yaml")
+    res = run_cli("zones", "where", "-c", cfg, "--camera", "sim-border", "--pixel", "320", "320")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out["zones"]) == {"track-verge", "strip"} and out["latlon"][0] == pytest.approx(46.55019, abs=1e-4)
+    res = run_cli("zones", "where", "-c", cfg, "--latlon", "46.5502", "15.65")
+    assert json.loads(res.stdout)["zones"] == ["strip"]
+    res = run_cli("zones", "where", "-c", cfg, "--latlon", "46.5600", "15.65")
+    assert json.loads(res.stdout)["zones"] == []

@@ -121,3 +121,61 @@ def test_config_schema_cli(tmp_path: Path) -> None:
     import json
 
     assert json.loads(out.read_text())["title"] == "edge-agent configuration"
+
+
+ZONES_BAD = """\
+site: s
+box: b
+cameras:
+  - id: cam-1
+    source: sim://intrusion
+zones:
+  - id: bow-tie
+    camera: cam-1
+    polygon: [[0, 0], [10, 10], [10, 0], [0, 10]]
+  - id: two-points
+    camera: cam-1
+    polygon: [[0, 0], [10, 10]]
+  - id: ghost
+    camera: cam-9
+    polygon: [[0, 0], [10, 0], [10, 10]]
+  - id: "north zone!"
+    camera: cam-1
+    polygon: [[0, 0], [10, 0], [10, 10]]
+lines:
+  - id: fence
+    space: geo
+    points: [[46.55, 15.64], [46.55, 15.66]]
+"""
+
+
+def test_zone_problems_are_rejected_with_key_path_and_reason() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(ZONES_BAD, "z.yaml")
+    text = "\n".join(err.value.problems)
+    assert "z.yaml:7: zones[0]: polygon: the polygon is not simple: Self-intersection" in text
+    assert "z.yaml:10: zones[1]: polygon: a zone needs at least 3 distinct points" in text
+    assert "z.yaml:16: zones[3].id: 'north zone!' is not a valid id" in text
+    # cross-checks run once each section is valid on its own
+    fixed = ZONES_BAD.replace("[[0, 0], [10, 10], [10, 0], [0, 10]]", "[[0, 0], [10, 0], [0, 10]]").replace(
+        "[[0, 0], [10, 10]]", "[[0, 0], [10, 10], [0, 10]]").replace('"north zone!"', "north-zone")
+    with pytest.raises(ConfigError) as err:
+        parse_config(fixed, "z.yaml")
+    text = "\n".join(err.value.problems)
+    assert "z.yaml:14: zones[2].camera: unknown camera 'cam-9'; cameras: cam-1" in text
+    assert "z.yaml:21: lines[0].space: a geo rule needs at least one geo-calibrated camera" in text
+
+
+def test_calibration_needs_four_spread_points() -> None:
+    text = ("site: s\nbox: b\ncameras:\n  - id: c\n    source: sim://border\n    calibration:\n      points:\n"
+            + "".join(f"        - {{pixel: [{i * 10}, {i * 10}], latlon: [46.55{i}, 15.65{i}]}}\n" for i in range(4)))
+    with pytest.raises(ConfigError, match=r"cameras\[0\].calibration: .*collinear"):
+        parse_config(text, "cal.yaml")
+    with pytest.raises(ConfigError, match=r"cameras\[0\].calibration.points: List should have at least 4"):
+        parse_config(text.rsplit("        - ", 1)[0], "cal.yaml")
+
+
+def test_check_config_reports_calibration_error() -> None:
+    res = run_cli("check-config", str(ROOT / "configs" / "demo.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert "calibration sim-border: 5 ground points, reprojection error rms" in res.stdout
