@@ -16,7 +16,7 @@ from shapely.geometry import Point, Polygon
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geofences.zones import ZoneIndex  # noqa: E402
+from geofences.zones import ZoneIndex
 
 
 def zones(k: int, rng: np.random.Generator) -> list[Polygon]:

@@ -138,11 +138,15 @@ class FilterConfig(Strict):
     labels: list[Label] = Field(default_factory=lambda: ["person"], description="Which objects the rule is about.")
     min_confidence: float = Field(0.3, ge=0, le=1, description="Weaker detections count as nowhere.")
     min_height_px: float = Field(0, ge=0, description="Smaller boxes count as nowhere.")
+    min_height_m: float = Field(
+        0, ge=0, description="Objects less tall than this (metres, estimated through the camera's geo-calibration) "
+        "count as nowhere; e.g. 1.0 keeps dogs a person-only model mistakes for people out of a zone.",
+    )
     min_age_s: float = Field(0.5, ge=0, description="Tracks younger than this fire nothing.")
     min_frames: int = Field(3, ge=1, description="Frames in a row on the new side before it counts (inertia).")
     margin: float | None = Field(
         None, ge=0, description="Hysteresis band around the edge: pixels for pixel zones (default 6), metres for "
-        "geographic ones (default 0.75).",
+        "geographic ones (default 0.3).",
     )
 
 

@@ -18,7 +18,7 @@ from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon
 
-DEFAULT_MARGIN = {"pixel": 6.0, "geo": 0.75}
+DEFAULT_MARGIN = {"pixel": 6.0, "geo": 0.3}
 
 
 @dataclass(slots=True)
@@ -80,11 +80,12 @@ class Site:
             return [], []
         u, v = self.anchor_px(camera, tracks.xyxy.astype(np.float64))
         cal = self.calibrations.get(camera)
-        lat = lon = gx = gy = None
+        lat = lon = gx = gy = heights = None
         if cal is not None:
             lat, lon = cal.pixel_to_latlon(u, v)
             if self.plane is not None:
                 gx, gy = self.plane.to_xy(lat, lon)
+            heights = self._heights_m(cal, tracks.xyxy.astype(np.float64), v)
         labels = tracks.labels()
         pixel, geo = [], []
         for i in range(len(tracks)):
@@ -92,11 +93,23 @@ class Site:
             common = dict(camera=camera, track_id=int(tracks.track_id[i]), label=labels[i],
                           confidence=float(tracks.confidence[i]), ts=ts,
                           bbox=tuple(float(c) for c in tracks.xyxy[i]), age_s=ages[i] if ages else float("inf"),
-                          latlon=ll)
+                          latlon=ll, height_m=float(heights[i]) if heights is not None and np.isfinite(heights[i])
+                          else None)
             pixel.append(TrackPoint(x=float(u[i]), y=float(v[i]), **common))  # type: ignore[arg-type]
             if gx is not None and gy is not None:
                 geo.append(TrackPoint(x=float(gx[i]), y=float(gy[i]), **common))  # type: ignore[arg-type]
         return pixel, geo
+
+    @staticmethod
+    def _heights_m(cal: GeoCalibration, xyxy: np.ndarray, v_foot: np.ndarray) -> np.ndarray:
+        """Real heights of boxes standing on the ground: the box height in pixels over the pixels per metre
+        across the ground at the foot (square pixels and a moderate tilt make the two scales alike)."""
+        left = cal.pixel_to_ground(xyxy[:, 0], v_foot)
+        right = cal.pixel_to_ground(xyxy[:, 2], v_foot)
+        width_m = np.hypot(right[0] - left[0], right[1] - left[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            px_per_m = (xyxy[:, 2] - xyxy[:, 0]) / width_m
+            return (xyxy[:, 3] - xyxy[:, 1]) / px_per_m
 
     def where_pixel(self, camera: str, u: float, v: float) -> dict[str, object]:
         """Which zones contain a pixel of a camera (pixel zones of that camera, and geo zones if calibrated)."""
@@ -153,7 +166,7 @@ def _to_plane(geom: Polygon | LineString, plane: LocalPlane) -> Polygon | LineSt
 
 def _filters(f: FilterConfig, space: str) -> Filters:
     return Filters(labels=frozenset(f.labels), min_confidence=f.min_confidence, min_height_px=f.min_height_px,
-                   min_age_s=f.min_age_s, min_frames=f.min_frames,
+                   min_height_m=f.min_height_m, min_age_s=f.min_age_s, min_frames=f.min_frames,
                    margin=f.margin if f.margin is not None else DEFAULT_MARGIN[space])
 
 

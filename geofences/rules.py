@@ -46,6 +46,7 @@ class TrackPoint:
     y: float
     age_s: float = math.inf
     latlon: tuple[float, float] | None = None
+    height_m: float | None = None  # real height estimated through the geo-calibration, when there is one
 
     @property
     def height_px(self) -> float:
@@ -75,12 +76,14 @@ class Filters:
     labels: frozenset[str] = frozenset({"person"})
     min_confidence: float = 0.0
     min_height_px: float = 0.0
+    min_height_m: float = 0.0
     min_age_s: float = 0.0
     min_frames: int = 3
     margin: float = 0.0  # pixels or metres, in the rule's space
 
     def admits(self, p: TrackPoint) -> bool:
         return (p.label in self.labels and p.confidence >= self.min_confidence and p.height_px >= self.min_height_px
+                and (self.min_height_m <= 0 or (p.height_m is not None and p.height_m >= self.min_height_m))
                 and not (math.isnan(p.x) or math.isnan(p.y)))
 
 
