@@ -152,7 +152,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     save = Path(args.save) if args.save else None
     summary = run_detect(config, camera, lambda line: print(line, flush=True), save, args.frames,
                          _stop_on_signals())
-    print(f"# {camera.id}: {summary.frames} frames, {summary.detected} detected, {summary.events} events, "
+    print(f"# {camera.id}: {summary.frames} frames, {summary.detected} detected, {summary.events} track events, "
+          f"{summary.zone_events} zone events, "
           f"{summary.frames_bad} bad frames, camera {summary.camera_state}"
           + (f" ({summary.last_error})" if summary.last_error else ""), file=sys.stderr)
     if summary.frames == 0:

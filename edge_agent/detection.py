@@ -22,6 +22,7 @@ from detectors.tracking import Tracker, TrackEvent
 from detectors.yolo import YoloConfig
 from edge_agent import models
 from edge_agent.config import AgentConfig, CameraConfig
+from geofences.rules import ZoneEvent
 from sensors.thermal import ThermalCamera
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,15 @@ def event_line(camera_id: str, seq: int, ev: TrackEvent, temp_c: float | None) -
             f"box {x1},{y1},{x2},{y2} age {ev.age_s:.1f}s{temp}")
 
 
+def zone_line(seq: int, ev: ZoneEvent) -> str:
+    what = f"{ev.label} #{ev.track_id} conf {ev.confidence:.2f}" if ev.track_id else f"{ev.count} inside"
+    where = f" at {ev.latlon[0]:.6f},{ev.latlon[1]:.6f}" if ev.latlon else ""
+    extra = f" {ev.direction}" if ev.direction else ""
+    if ev.dwell_s is not None:
+        extra += f" dwell {ev.dwell_s:.1f}s"
+    return f"{iso(ev.ts)} {ev.camera} frame {seq} zone {ev.kind} {ev.rule_id} {what}{where}{extra}"
+
+
 def box_temperature(result: FrameResult, bbox: tuple[float, float, float, float]) -> float | None:
     """The warmest tenth of a box's pixels, in °C (radiometric frames only)."""
     temps = result.frame.celsius()
@@ -86,6 +96,7 @@ class DetectSummary:
     camera_state: str = ""
     frames_bad: int = 0
     last_error: str | None = None
+    zone_events: int = 0
 
 
 def run_detect(
@@ -106,6 +117,13 @@ def run_detect(
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     summary = DetectSummary()
+    site = engine = None
+    if config.zones or config.lines:
+        from edge_agent.zones import Site
+
+        site = Site.from_config(config)
+        engine = site.engine()
+    first_seen: dict[int, float] = {}
     cam.start(stop)
     last_ts = time.time()
     try:
@@ -116,6 +134,17 @@ def run_detect(
             for ev in result.events:
                 emit(event_line(camera.id, result.frame.seq, ev, box_temperature(result, ev.bbox)))
                 summary.events += 1
+                if ev.kind == "lost":
+                    first_seen.pop(ev.track_id, None)
+                    if engine is not None:
+                        engine.forget(camera.id, ev.track_id)
+            if site is not None and engine is not None:
+                ts = result.frame.ts
+                ages = [ts - first_seen.setdefault(int(t), ts) for t in result.tracks.track_id]
+                pixel, geo = site.track_points(camera.id, ts, result.tracks, ages)
+                for zev in engine.update(camera.id, ts, pixel, geo):
+                    emit(zone_line(result.frame.seq, zev))
+                    summary.zone_events += 1
             if save_dir is not None:
                 caption = f"{camera.id} #{result.frame.seq} {result.gate_reason}"
                 img = annotate(result.frame.gray8(), result.tracks, caption)

@@ -37,6 +37,17 @@ def test_detect_prints_track_events_and_saves_annotated_frames(tmp_path: Path, d
     assert "80 frames" in res.stderr
 
 
+@pytest.mark.slow
+def test_detect_with_a_config_prints_zone_events(default_ov320: Path) -> None:
+    from tests.conftest import ROOT
+
+    res = run_cli("detect", "sim-border", "--frames", "240", "-c", str(ROOT / "configs" / "demo.yaml"), "--imgsz", "320")
+    assert res.returncode == 0, res.stderr
+    zone = [line for line in res.stdout.splitlines() if " zone " in line]
+    assert any(" zone entry strip person #" in line and " at 46.55" in line for line in zone), res.stdout
+    assert all(line.split()[1] == "sim-border" for line in zone)
+
+
 def test_detect_missing_file_says_what_to_give(tmp_path: Path) -> None:
     res = run_cli("detect", str(tmp_path / "day1.mkv"))
     assert res.returncode == 2
