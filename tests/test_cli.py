@@ -41,7 +41,8 @@ def test_detect_prints_track_events_and_saves_annotated_frames(tmp_path: Path, d
 def test_detect_with_a_config_prints_zone_events(default_ov320: Path) -> None:
     from tests.conftest import ROOT
 
-    res = run_cli("detect", "sim-border", "--frames", "240", "-c", str(ROOT / "configs" / "demo.yaml"), "--imgsz", "320")
+    demo = str(ROOT / "configs" / "demo.yaml")
+    res = run_cli("detect", "sim-border", "--frames", "240", "-c", demo, "--imgsz", "320")
     assert res.returncode == 0, res.stderr
     zone = [line for line in res.stdout.splitlines() if " zone " in line]
     assert any(" zone entry strip person #" in line and " at 46.55" in line for line in zone), res.stdout
