@@ -58,6 +58,9 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def detect(self, gray8: np.ndarray) -> Detections: ...
 
+    def load(self) -> None:  # noqa: B027 - optional: backends that load lazily do it here
+        """Load the model now, so a missing or broken one is reported before any frame is read."""
+
     def warmup(self) -> None:
         """Run once on a blank frame so the first real frame does not pay for lazy initialisation."""
         self.detect(np.zeros((64, 64), dtype=np.uint8))

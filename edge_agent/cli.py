@@ -164,10 +164,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``detect`` on the synthetic scene (through the config's camera of that scene, if it has one)."""
     args.source = args.scene
-    args.config = args.config
-    for name in ("model", "imgsz", "confidence", "save"):
-        setattr(args, name, getattr(args, name, None))
     args.no_gating = False
     return cmd_detect(args)
 

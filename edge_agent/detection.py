@@ -111,7 +111,7 @@ def run_detect(
     ``max_frames`` were processed or ``stop`` is set."""
     stop = stop or threading.Event()
     detector = build_detector(config)
-    detector.load() if hasattr(detector, "load") else None
+    detector.load()
     pipeline = build_pipeline(config, detector)
     cam = ThermalCamera(camera.spec(pace="live" if is_live(camera.source) else "every"))
     if save_dir is not None:
@@ -125,12 +125,12 @@ def run_detect(
         engine = site.engine()
     first_seen: dict[int, float] = {}
     cam.start(stop)
-    last_ts = time.time()
+    last_ts, last_seq = time.time(), 0
     try:
         for result in _results(cam, pipeline, stop):
             summary.frames += 1
             summary.detected += int(result.detected)
-            last_ts = result.frame.ts
+            last_ts, last_seq = result.frame.ts, result.frame.seq
             for ev in result.events:
                 emit(event_line(camera.id, result.frame.seq, ev, box_temperature(result, ev.bbox)))
                 summary.events += 1
@@ -154,8 +154,8 @@ def run_detect(
     finally:
         stop.set()
         cam.join(5.0)
-    for ev in pipeline.finish(last_ts):
-        emit(event_line(camera.id, -1, ev, None))
+    for ev in pipeline.finish(last_ts):  # the source ended: every track is lost with its last frame
+        emit(event_line(camera.id, last_seq, ev, None))
         summary.events += 1
     summary.camera_state = cam.state
     summary.frames_bad = cam.counters.frames_bad
