@@ -1,0 +1,85 @@
+"""A radio or metal-detector feed: a line transport, the contract's parser, and per-sensor bookkeeping.
+
+Every line ends up either as an event handed to ``on_event`` or as a rejected line, counted and kept (the
+newest ``keep_rejects``) with its reason, for the incident database to store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sensors.events import MetalEvent, MetalHealth, ParseError, RadioEvent, parse_metal, parse_radio
+from sensors.lines import LineReader, LineSpec
+
+FeedKind = Literal["radio", "metal"]
+Event = RadioEvent | MetalEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    sensor: str  # the feed's configured id (the line may not say which sensor it came from)
+    received: float
+    reason: str
+    line: bytes  # at most the first 512 bytes
+
+
+@dataclass(slots=True)
+class FeedCounters:
+    events: int = 0
+    rejected: int = 0
+    skewed: int = 0
+    seq_gaps: int = 0
+    rejects: deque[RejectedLine] = field(default_factory=lambda: deque(maxlen=100))
+
+
+class SensorFeed:
+    def __init__(self, sensor_id: str, kind: FeedKind, url: str, on_event: Callable[[Event], None],
+                 max_skew_s: float = 30.0, hb_timeout_s: float = 30.0, max_line: int = 4096,
+                 keep_rejects: int = 100, backoff_min_s: float = 1.0, backoff_max_s: float = 30.0) -> None:
+        self.sensor_id = sensor_id
+        self.kind = kind
+        self.on_event = on_event
+        self.max_skew_s = max_skew_s
+        self.max_line = max_line
+        self.counters = FeedCounters(rejects=deque(maxlen=keep_rejects))
+        self.health = MetalHealth(hb_timeout_s=hb_timeout_s)
+        self._lock = threading.Lock()
+        self.reader = LineReader(LineSpec(sensor_id, url, max_line, backoff_min_s, backoff_max_s), self.handle)
+
+    def start(self, stop: threading.Event) -> None:
+        self.reader.start(stop)
+
+    def handle(self, line: bytes, received: float, oversized: bool = False) -> Event | None:
+        """Parse one line; never raises. Returns the event, or None for a rejected line."""
+        with self._lock:
+            try:
+                if oversized:
+                    raise ParseError(f"line longer than {self.max_line} bytes: cut off")
+                ev: Event
+                if self.kind == "radio":
+                    ev = parse_radio(line, received, self.max_skew_s)
+                else:
+                    ev = parse_metal(line, received, self.max_skew_s)
+                    self.counters.seq_gaps += self.health.observe(ev)
+            except ParseError as exc:
+                self._reject(line, received, str(exc))
+                return None
+            except Exception as exc:  # a parser bug is still only a rejected line
+                self._reject(line, received, f"internal parser error: {type(exc).__name__}: {exc}")
+                return None
+            self.counters.events += 1
+            self.counters.skewed += int(ev.skewed)
+        self.on_event(ev)
+        return ev
+
+    def _reject(self, line: bytes, received: float, reason: str) -> None:
+        self.counters.rejected += 1
+        self.counters.rejects.append(RejectedLine(self.sensor_id, received, reason, bytes(line[:512])))
+
+    def faulty(self, now: float) -> list[str]:
+        """Metal detectors silent past their heartbeat timeout."""
+        return self.health.silent(now) if self.kind == "metal" else []
