@@ -205,12 +205,44 @@ class LineConfig(Strict):
 
 
 class FixedSensorConfig(Strict):
-    """A sensor at a known place: a metal detector or a radio receiver."""
+    """A sensor at a known place: a metal detector or a radio receiver, and where its lines come from."""
 
     id: Ident
     kind: Literal["metal", "radio"]
     name: str | None = None
     latlon: tuple[float, float]
+    url: str | None = Field(None, description="udp://HOST:PORT, tcp://HOST:PORT, tcp-listen://HOST:PORT or "
+                            "serial:///dev/ttyX?baud=N; none: events arrive through another sensor's feed.")
+    hb_timeout_s: float = Field(30.0, gt=0, description="Metal detectors: silent this long means faulty.")
+    max_skew_s: float = Field(30.0, gt=0, description="A sensor clock further off than this is flagged.")
+
+    @model_validator(mode="after")
+    def _url(self) -> FixedSensorConfig:
+        if self.url is not None:
+            from sensors.errors import SensorError
+            from sensors.lines import parse_url
+
+            try:
+                parse_url(self.url)
+            except SensorError as exc:
+                raise ValueError(f"url: {exc}") from None
+        return self
+
+
+class FusionConfig(Strict):
+    """Which sensors corroborate each other at a place (a zone or a line)."""
+
+    id: Ident
+    place: Ident = Field(description="Zone or line id the incidents belong to.")
+    metal: list[Ident] = Field(default_factory=list, description="Metal detectors of this place.")
+    radio: list[Ident] = Field(default_factory=list, description="Receivers whose bare detections count here.")
+    radius_m: float = Field(50.0, ge=0, description="Metal detectors and radio positions this close count too.")
+    window_s: float = Field(30.0, gt=0, description="Events this close in time join one incident.")
+    severity: Literal["info", "low", "medium", "high", "critical"] = Field(
+        "medium", description="Severity of one sensor kind; each further kind raises it one step."
+    )
+    quiet_s: float = Field(120.0, gt=0, description="An incident closes after this long without new evidence.")
+    cooldown_s: float = Field(300.0, ge=0, description="No second alert for the same thing within this time.")
 
 
 class AgentConfig(Strict):
@@ -230,11 +262,12 @@ class AgentConfig(Strict):
     zones: list[ZoneConfig] = Field(default_factory=list, description="Zones and their rules.")
     lines: list[LineConfig] = Field(default_factory=list, description="Lines to cross.")
     fixed_sensors: list[FixedSensorConfig] = Field(default_factory=list, description="Sensors at known places.")
+    fusion: list[FusionConfig] = Field(default_factory=list, description="Correlation rules.")
 
     def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Problems between sections: duplicate ids, rules for unknown or uncalibrated cameras."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
-        for section in ("cameras", "zones", "lines", "fixed_sensors"):
+        for section in ("cameras", "zones", "lines", "fixed_sensors", "fusion"):
             seen: set[str] = set()
             for i, item in enumerate(getattr(self, section)):
                 if item.id in seen:
@@ -250,6 +283,15 @@ class AgentConfig(Strict):
                 if item.space == "geo" and not calibrated:
                     problems.append(((section, i, "space"), "a geo rule needs at least one geo-calibrated camera "
                                      "(cameras[].calibration)"))
+        places = {z.id for z in self.zones} | {ln.id for ln in self.lines}
+        kinds = {s.id: s.kind for s in self.fixed_sensors}
+        for i, rule in enumerate(self.fusion):
+            if rule.place not in places:
+                problems.append((("fusion", i, "place"), f"unknown zone or line {rule.place!r}"))
+            for key in ("metal", "radio"):
+                for j, sensor in enumerate(getattr(rule, key)):
+                    if kinds.get(sensor) != key:
+                        problems.append((("fusion", i, key, j), f"{sensor!r} is not a {key} sensor in fixed_sensors"))
         return problems
 
     @property

@@ -3,7 +3,7 @@ points from tracker output, and the field engineer's zone preview."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import time
 
@@ -14,6 +14,8 @@ from shapely.geometry import LineString, Polygon
 
 from detectors.types import Detections
 from edge_agent.config import AgentConfig, FilterConfig, ScheduleConfig
+from edge_agent.fusion import FusionEngine, FusionRule
+from edge_agent.model import Alert
 from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon
@@ -39,6 +41,9 @@ class Site:
         anchors = {c.id: (c.calibration.anchor if c.calibration else "bottom_center") for c in config.cameras}
         geo_pts = [p for z in config.zones if z.space == "geo" for p in z.polygon]
         geo_pts += [p for ln in config.lines if ln.space == "geo" for p in ln.points]
+        if not geo_pts:  # no geographic rules: centre the plane on whatever else is on the map
+            geo_pts = [s.latlon for s in config.fixed_sensors]
+            geo_pts += [p.latlon for c in config.cameras if c.calibration for p in c.calibration.points]
         plane = None
         if geo_pts:
             plane = LocalPlane(float(np.mean([p[0] for p in geo_pts])), float(np.mean([p[1] for p in geo_pts])))
@@ -127,6 +132,35 @@ class Site:
                 hits += self.where_latlon(float(lat), float(lon))["zones"]  # type: ignore[operator]
         out["zones"] = hits
         return out
+
+    def place_area(self, place: str) -> Polygon | LineString | None:
+        """A zone or line on the site plane (metres): geo ones directly, pixel ones through their camera's
+        calibration; None where neither is possible."""
+        for z in self.config.zones:
+            if z.id == place:
+                if z.space == "geo":
+                    return self.zone_geoms[z.id]
+                cal = self.calibrations.get(z.camera or "")
+                if cal is None or self.plane is None:
+                    return None
+                lat, lon = cal.pixel_to_latlon(np.array([p[0] for p in z.polygon]), np.array([p[1] for p in z.polygon]))
+                x, y = self.plane.to_xy(lat, lon)
+                return Polygon(np.c_[x, y]) if np.isfinite(x).all() else None
+        for ln in self.config.lines:
+            if ln.id == place:
+                return self.line_geoms[ln.id] if ln.space == "geo" else None
+        return None
+
+    def fusion_engine(self, emit: Callable[[Alert], None]) -> FusionEngine:
+        names = {z.id: z.name or z.id for z in self.config.zones}
+        names |= {ln.id: ln.name or ln.id for ln in self.config.lines}
+        rules = [
+            FusionRule(f.id, f.place, names.get(f.place, f.place), self.place_area(f.place), frozenset(f.metal),
+                       frozenset(f.radio), f.radius_m, f.window_s, f.severity, f.quiet_s, f.cooldown_s)
+            for f in self.config.fusion
+        ]
+        positions = {s.id: s.latlon for s in self.config.fixed_sensors}
+        return FusionEngine(self.config.site, self.config.box, rules, self.plane, positions, emit)
 
     def sensor_latlon(self, sensor_id: str) -> tuple[float, float] | None:
         """Where a fixed sensor (metal detector, radio receiver) stands."""

@@ -321,6 +321,7 @@ class RuleEngine:
         self.lines = [LineMachine(ln) for ln in lines]
         self.machines: list[ZoneMachine | LineMachine] = [*self.zones, *self.lines]
         self.track_timeout_s = track_timeout_s
+        self._expired_at = -math.inf
 
     def update(self, camera: str, ts: float, pixel_points: Sequence[TrackPoint],
                geo_points: Sequence[TrackPoint] = ()) -> list[ZoneEvent]:
@@ -333,8 +334,10 @@ class RuleEngine:
                 events += m.update(ts, geo_points)
             elif rule_camera == camera:
                 events += m.update(ts, pixel_points)
-        for m in self.machines:
-            m.expire(ts, self.track_timeout_s)
+        if ts - self._expired_at >= 1.0:  # forgetting stale tracks once a second is plenty
+            self._expired_at = ts
+            for m in self.machines:
+                m.expire(ts, self.track_timeout_s)
         return events
 
     def forget(self, camera: str, track_id: int) -> None:

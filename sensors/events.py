@@ -17,6 +17,7 @@ from typing import Any, Literal
 SENSOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RADIO_KINDS = ("rf_detect", "bearing", "position", "emergency")
 METAL_EVENTS = ("ALARM", "CLEAR", "TAMPER", "FAULT", "HB")
+INT_TEXT = re.compile(r"-?[0-9]{1,12}")
 PMDET = re.compile(rb"^\$PMDET,([^,*]*),([^,*]*),([^,*]*),([^,*]*),([^,*]*)\*([0-9A-Fa-f]{2})$")
 
 RadioKind = Literal["rf_detect", "bearing", "position", "emergency"]
@@ -179,7 +180,7 @@ def _int(obj: dict[str, Any], key: str, lo: int, hi: int, text: bool) -> int:
         raise ParseError(f"missing field {key!r}")
     v = obj[key]
     if text:
-        if not isinstance(v, str) or not re.fullmatch(r"-?[0-9]{1,12}", v):
+        if not isinstance(v, str) or not INT_TEXT.fullmatch(v):
             raise ParseError(f"{key} {v!r} is not an integer")
         v = int(v)
     elif isinstance(v, bool) or not isinstance(v, int):

@@ -52,6 +52,14 @@ def default_ov320() -> Path:
 
 
 @pytest.fixture(scope="session")
+def intrusion_run(default_ov640: Path):  # type: ignore[no-untyped-def]
+    """sim://intrusion through the real detector, tracker and rules, once per session."""
+    from tests.scenes import run_intrusion
+
+    return run_intrusion(default_ov640)
+
+
+@pytest.fixture(scope="session")
 def assets() -> Path:
     import ultralytics
 

@@ -179,3 +179,27 @@ def test_check_config_reports_calibration_error() -> None:
     res = run_cli("check-config", str(ROOT / "configs" / "demo.yaml"))
     assert res.returncode == 0, res.stderr
     assert "calibration sim-border: 5 ground points, reprojection error rms" in res.stdout
+
+
+def test_fusion_and_sensor_feed_problems() -> None:
+    text = """\
+site: s
+box: b
+zones:
+  - {id: gate, camera: c, polygon: [[0, 0], [10, 0], [10, 10]]}
+cameras:
+  - {id: c, source: sim://intrusion}
+fixed_sensors:
+  - {id: md-1, kind: metal, latlon: [46.55, 15.65], url: "carrier-pigeon://loft"}
+  - {id: rf-1, kind: radio, latlon: [46.55, 15.65], url: "udp://0.0.0.0:5005"}
+fusion:
+  - {id: f1, place: ridge, metal: [rf-1]}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "f.yaml")
+    assert "f.yaml:8: fixed_sensors[0]: url: carrier-pigeon://loft: unknown transport" in "\n".join(err.value.problems)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.replace("carrier-pigeon://loft", "tcp://10.0.0.9:4001"), "f.yaml")
+    problems = "\n".join(err.value.problems)
+    assert "f.yaml:11: fusion[0].place: unknown zone or line 'ridge'" in problems
+    assert "fusion[0].metal[0]: 'rf-1' is not a metal sensor in fixed_sensors" in problems

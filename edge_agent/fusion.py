@@ -1,0 +1,213 @@
+"""Fusion: zone, metal and radio events correlated into incidents, and the alerts they give.
+
+Pure like the rules: events carry their own time, ``tick(now)`` closes quiet incidents; no I/O. An event
+joins an open incident of a rule when it is about the rule's place (the rule's zone or line, a metal
+detector of that place or within ``radius_m``, a radio position within ``radius_m`` or a bearing that passes
+through the zone) and comes within ``window_s`` of the incident's last evidence. Severity starts from the
+rule and rises one step for each further independent sensor kind (thermal, metal, radio).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import shapely
+from shapely.geometry import LineString, Point
+from shapely.geometry.base import BaseGeometry
+
+from edge_agent.model import Alert, AlertKind, AlertState, Evidence, Incident, Severity, new_ulid
+from geofences.geo import LocalPlane
+from geofences.rules import ZoneEvent
+from sensors.events import MetalEvent, RadioEvent
+
+ZONE_KINDS: dict[str, AlertKind] = {"entry": "intrusion", "loitering": "loitering", "line_crossing": "line_crossing",
+                                    "presence": "intrusion"}
+
+
+@dataclass(frozen=True, slots=True)
+class FusionRule:
+    id: str
+    place: str  # a zone or line id
+    place_name: str
+    area: BaseGeometry | None  # the place on the site plane (metres), when it is geographic or calibrated
+    metal: frozenset[str] = frozenset()  # detectors that belong to this place (besides those within radius)
+    radio: frozenset[str] = frozenset()  # receivers whose bare detections count here
+    radius_m: float = 50.0
+    window_s: float = 30.0
+    severity: Severity = "medium"
+    quiet_s: float = 120.0
+    cooldown_s: float = 300.0
+
+
+class FusionEngine:
+    def __init__(self, site: str, box: str, rules: Iterable[FusionRule], plane: LocalPlane | None,
+                 sensor_positions: dict[str, tuple[float, float]], emit: Callable[[Alert], None]) -> None:
+        self.site, self.box = site, box
+        self.rules = list(rules)
+        for r in self.rules:
+            if r.area is not None:
+                shapely.prepare(r.area)
+        self.plane = plane
+        self.positions = sensor_positions
+        self.emit = emit
+        self.open: dict[str, list[Incident]] = {r.id: [] for r in self.rules}
+        self.alerts: dict[str, Alert] = {}  # incident id -> its alert, as last published
+        self.faulty: dict[str, str] = {}  # sensor -> reason
+        self._last_fault_alert: dict[str, Alert] = {}
+        self._recent: dict[tuple[str, frozenset[str]], float] = {}  # (rule, sensor types) -> last alert time
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def on_zone_event(self, ev: ZoneEvent) -> None:
+        kind = ZONE_KINDS.get(ev.kind)
+        if kind is None:
+            return  # exits end nothing by themselves: incidents close when quiet
+        for rule in self.rules:
+            if rule.place == ev.rule_id:
+                self._add(rule, Evidence.from_zone(ev), ev.ts, kind)
+
+    def on_metal(self, ev: MetalEvent) -> None:
+        if ev.event in ("TAMPER", "FAULT"):
+            self.sensor_fault(ev.sensor, f"metal detector {ev.sensor} reports {ev.event}", ev.received, ev)
+            return
+        if ev.event != "ALARM":
+            if ev.sensor in self.faulty and ev.event == "HB":
+                self.sensor_ok(ev.sensor, ev.received)
+            return
+        where = self.positions.get(ev.sensor)
+        point = self._point(where)
+        for rule in self.rules:
+            if ev.sensor in rule.metal or self._near(rule, point):
+                self._add(rule, Evidence.from_metal(ev, where), ev.received, "metal")
+
+    def on_radio(self, ev: RadioEvent) -> None:
+        receiver = self.positions.get(ev.sensor)
+        point = self._point((ev.lat, ev.lon)) if ev.kind == "position" and ev.lat is not None else None
+        ray = self._ray(receiver, ev.bearing_deg) if ev.kind == "bearing" else None
+        for rule in self.rules:
+            if ev.kind == "position":
+                hit = self._near(rule, point)
+            elif ev.kind == "bearing":
+                hit = ray is not None and rule.area is not None and bool(rule.area.intersects(ray))
+            else:  # rf_detect and emergency: only a receiver of this place says it is here
+                hit = ev.sensor in rule.radio
+            if hit:
+                self._add(rule, Evidence.from_radio(ev, receiver), ev.received, "radio")
+
+    def sensor_fault(self, sensor: str, reason: str, ts: float, ev: MetalEvent | None = None) -> None:
+        """A camera stalled, a detector silent past its heartbeat or tampered with: one alert per episode."""
+        if sensor in self.faulty:
+            return
+        self.faulty[sensor] = reason
+        kind = "metal" if ev is not None or sensor in self.positions else "thermal"
+        fields = (("event", ev.event), ("level", ev.level)) if ev is not None else (("kind", "fault"),)
+        evidence = Evidence(sensor, kind, ts, fields, self.positions.get(sensor))  # type: ignore[arg-type]
+        alert = Alert(new_ulid(ts), new_ulid(ts), self.site, self.box, ts, "sensor_fault",
+                      "high" if ev is not None and ev.event == "TAMPER" else "medium", "new", None, evidence.location,
+                      (evidence,), f"Sensor fault: {reason}")
+        self._last_fault_alert[sensor] = alert
+        self.emit(alert)
+        for rule in self.rules:  # incidents that rely on this sensor say so from now on
+            if sensor in rule.metal or sensor in rule.radio:
+                for inc in self.open[rule.id]:
+                    inc.degraded = tuple(sorted({*inc.degraded, sensor}))
+
+    def sensor_ok(self, sensor: str, ts: float) -> None:
+        if self.faulty.pop(sensor, None) is not None and sensor in self._last_fault_alert:
+            self.emit(self._last_fault_alert.pop(sensor).with_state("closed", ts))
+
+    def tick(self, now: float) -> None:
+        """Close incidents that have been quiet for their rule's ``quiet_s``."""
+        for rule in self.rules:
+            still = []
+            for inc in self.open[rule.id]:
+                if now - inc.updated >= rule.quiet_s:
+                    inc.closed = now
+                    alert = self.alerts.pop(inc.incident_id, None)
+                    if alert is not None:
+                        self.emit(alert.with_state("closed", now))
+                else:
+                    still.append(inc)
+            self.open[rule.id] = still
+
+    # -- core ------------------------------------------------------------------------------------------
+
+    def _add(self, rule: FusionRule, evidence: Evidence, ts: float, kind: AlertKind) -> None:
+        current = [i for i in self.open[rule.id] if ts - i.updated <= rule.window_s]
+        if current:
+            inc = current[-1]
+        else:
+            inc = Incident(new_ulid(ts), rule.id, kind, rule.severity, ts, (rule.place, rule.place_name))
+            inc.degraded = tuple(sorted(s for s in self.faulty if s in rule.metal or s in rule.radio))
+            self.open[rule.id].append(inc)
+        inc.evidence.append(evidence)
+        inc.updated = max(inc.updated, ts)
+        if len(inc.sensor_types) > 1:
+            inc.kind = "fused"
+        self._maybe_alert(rule, inc, ts)
+
+    def _maybe_alert(self, rule: FusionRule, inc: Incident, ts: float) -> None:
+        key = (inc.severity, frozenset(inc.sensor_types), inc.kind)
+        if key == inc.last_alert_key:
+            return  # the same thing again: no second alert
+        recent_key = (rule.id, frozenset(inc.sensor_types))
+        first = inc.alert_id is None
+        if first and ts - self._recent.get(recent_key, -1e18) < rule.cooldown_s:
+            inc.last_alert_key = key  # a repeat of something alerted moments ago: logged, not alerted
+            return
+        state: AlertState = "new" if first else "updated"
+        if first:
+            inc.alert_id = new_ulid(ts)
+        assert inc.alert_id is not None
+        alert = Alert(inc.alert_id, inc.incident_id, self.site, self.box, ts, inc.kind, inc.severity, state,
+                      inc.zone, inc.location, tuple(inc.evidence[-20:]), self._summary(inc))
+        inc.last_alert_key = key
+        inc.last_alert_ts = ts
+        self._recent[recent_key] = ts
+        self.alerts[inc.incident_id] = alert
+        self.emit(alert)
+
+    def _summary(self, inc: Incident) -> str:
+        parts = []
+        thermal = [e for e in inc.evidence if e.type == "thermal"]
+        if thermal:
+            f = dict(thermal[-1].fields)
+            what = {"entry": "entered", "loitering": "is loitering in", "line_crossing": "crossed",
+                    "presence": "crowd in"}.get(str(f.get("kind")), "seen in")
+            parts.append(f"{str(f.get('label', 'object')).capitalize()} {what} {inc.zone[1] if inc.zone else '?'}")
+        metal = [e for e in inc.evidence if e.type == "metal"]
+        if metal:
+            parts.append(f"metal alarm at {metal[-1].sensor} (level {dict(metal[-1].fields).get('level')})")
+        radio = [e for e in inc.evidence if e.type == "radio"]
+        if radio:
+            f = dict(radio[-1].fields)
+            freq = f" {float(f['freq_hz']) / 1e6:.3f} MHz" if "freq_hz" in f else ""
+            parts.append(f"radio {f.get('kind')}{freq} from {radio[-1].sensor}")
+        if not thermal and inc.zone:
+            parts[0] = f"{parts[0]} near {inc.zone[1]}"
+        text = "; ".join(parts)
+        if len(inc.sensor_types) > 1:
+            text += f" — {len(inc.sensor_types)} sensor kinds agree"
+        if inc.degraded:
+            text += f" (degraded: {', '.join(inc.degraded)} faulty)"
+        return text
+
+    def _point(self, where: tuple[float, float] | None) -> Point | None:
+        if where is None or self.plane is None:
+            return None
+        x, y = self.plane.to_xy(where[0], where[1])
+        return Point(float(x), float(y))
+
+    def _near(self, rule: FusionRule, point: Point | None) -> bool:
+        return point is not None and rule.area is not None and bool(shapely.dwithin(rule.area, point, rule.radius_m))
+
+    def _ray(self, receiver: tuple[float, float] | None, bearing: float | None) -> LineString | None:
+        """A bearing as a straight 10 km ray on the site plane (the plane is flat to well under a metre over
+        such distances near the site)."""
+        if receiver is None or bearing is None or self.plane is None:
+            return None
+        x0, y0 = (float(v) for v in self.plane.to_xy(receiver[0], receiver[1]))
+        b = math.radians(bearing)
+        return LineString([(x0, y0), (x0 + 10_000.0 * math.sin(b), y0 + 10_000.0 * math.cos(b))])

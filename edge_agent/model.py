@@ -1,0 +1,172 @@
+"""One event model: evidence from each sensor kind, incidents and alerts, and the one place where an alert
+becomes the contract's payload (``edge-agent/alert@1``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+
+from geofences.rules import ZoneEvent
+from sensors.events import MetalEvent, RadioEvent
+
+SCHEMA_ID = "edge-agent/alert@1"
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+Severity = Literal["info", "low", "medium", "high", "critical"]
+AlertKind = Literal["intrusion", "loitering", "line_crossing", "metal", "radio", "fused", "sensor_fault"]
+AlertState = Literal["new", "updated", "acknowledged", "escalated", "closed"]
+SensorType = Literal["thermal", "radio", "metal"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ulid_lock = threading.Lock()
+_ulid_last: tuple[int, int] = (0, 0)
+
+
+def new_ulid(ts: float | None = None) -> str:
+    """A ULID: 48-bit milliseconds + 80 random bits, monotonic within a millisecond."""
+    global _ulid_last
+    ms = int((time.time() if ts is None else ts) * 1000)
+    with _ulid_lock:
+        last_ms, last_rand = _ulid_last
+        rand = last_rand + 1 if ms <= last_ms else int.from_bytes(os.urandom(10), "big")
+        ms = max(ms, last_ms)
+        _ulid_last = (ms, rand)
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1))
+
+
+def iso_ms(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def raise_severity(base: Severity, steps: int) -> Severity:
+    return SEVERITIES[min(len(SEVERITIES) - 1, SEVERITIES.index(base) + max(0, steps))]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What one sensor saw, as the alert carries it."""
+
+    sensor: str
+    type: SensorType
+    ts: float
+    fields: tuple[tuple[str, Any], ...] = ()
+    location: tuple[float, float] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "type": self.type, "ts": iso_ms(self.ts), **dict(self.fields)}
+
+    @classmethod
+    def from_zone(cls, ev: ZoneEvent, temp_c: float | None = None) -> Evidence:
+        f: dict[str, Any] = {"label": ev.label, "confidence": round(min(1.0, max(0.0, ev.confidence)), 3),
+                             "track_id": ev.track_id, "kind": ev.kind}
+        if ev.bbox is not None:
+            f["bbox"] = [round(v, 1) for v in ev.bbox]
+        if temp_c is not None:
+            f["temp_c"] = round(temp_c, 1)
+        if ev.direction:
+            f["direction"] = ev.direction
+        if ev.dwell_s is not None:
+            f["dwell_s"] = round(ev.dwell_s, 1)
+        return cls(ev.camera, "thermal", ev.ts, tuple(f.items()), ev.latlon)
+
+    @classmethod
+    def from_metal(cls, ev: MetalEvent, location: tuple[float, float] | None) -> Evidence:
+        return cls(ev.sensor, "metal", ev.ts, (("event", ev.event), ("level", ev.level), ("zone", ev.zone)), location)
+
+    @classmethod
+    def from_radio(cls, ev: RadioEvent, location: tuple[float, float] | None) -> Evidence:
+        f: dict[str, Any] = {"kind": ev.kind}
+        for key in ("freq_hz", "rssi_db", "bearing_deg", "bearing_conf", "radio_id"):
+            value = getattr(ev, key)
+            if value is not None:
+                f[key] = value
+        where = (ev.lat, ev.lon) if ev.lat is not None and ev.lon is not None else location
+        return cls(ev.sensor, "radio", ev.ts, tuple(f.items()), where)
+
+
+@dataclass(slots=True)
+class Incident:
+    """Events of one or more sensors about the same thing, in one place and time window."""
+
+    incident_id: str
+    rule: str
+    kind: AlertKind
+    base_severity: Severity
+    opened: float
+    zone: tuple[str, str] | None  # (id, name)
+    evidence: list[Evidence] = field(default_factory=list)
+    updated: float = 0.0
+    closed: float | None = None
+    alert_id: str | None = None
+    last_alert_ts: float = 0.0
+    last_alert_key: tuple[object, ...] = ()
+    degraded: tuple[str, ...] = ()  # faulty sensors this incident's rule depends on
+
+    @property
+    def sensor_types(self) -> set[str]:
+        return {e.type for e in self.evidence}
+
+    @property
+    def severity(self) -> Severity:
+        return raise_severity(self.base_severity, len(self.sensor_types) - 1)
+
+    @property
+    def location(self) -> tuple[float, float] | None:
+        for e in self.evidence:  # the thermal track is the most precise position, then metal, then radio
+            if e.type == "thermal" and e.location:
+                return e.location
+        return next((e.location for e in self.evidence if e.location), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    incident_id: str
+    site: str
+    box: str
+    ts: float
+    kind: AlertKind
+    severity: Severity
+    state: AlertState
+    zone: tuple[str, str] | None
+    location: tuple[float, float] | None
+    evidence: tuple[Evidence, ...]
+    summary: str
+    snapshot: str | None = None
+
+    def with_state(self, state: AlertState, ts: float) -> Alert:
+        return replace(self, state=state, ts=ts)
+
+    def payload(self) -> dict[str, Any]:
+        """The contract's alert payload; the only place it is built."""
+        return {
+            "schema": SCHEMA_ID,
+            "alert_id": self.alert_id,
+            "incident_id": self.incident_id,
+            "site": self.site,
+            "box": self.box,
+            "ts": iso_ms(self.ts),
+            "kind": self.kind,
+            "severity": self.severity,
+            "state": self.state,
+            "zone": {"id": self.zone[0], "name": self.zone[1]} if self.zone else None,
+            "location": {"lat": round(self.location[0], 7), "lon": round(self.location[1], 7)}
+            if self.location else None,
+            "evidence": [e.payload() for e in self.evidence],
+            "summary": self.summary,
+            "snapshot": self.snapshot,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def alert_schema() -> dict[str, Any]:
+    text = resources.files("edge_agent").joinpath("schemas/alert.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]

@@ -1,0 +1,177 @@
+"""Fusion: the intrusion scene through the real detector plus scripted metal and radio events; every alert
+is validated against the contract's JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge_agent.config import AgentConfig
+from edge_agent.fusion import FusionEngine
+from edge_agent.model import SEVERITIES, Alert, alert_schema, new_ulid
+from edge_agent.zones import Site
+from geofences.rules import ZoneEvent
+from sensors.events import nmea_checksum
+from sensors.feeds import SensorFeed
+from sensors.sim import ThermalScene
+from tests.conftest import ROOT
+from tests.scenes import intrusion_config
+
+VALIDATOR = jsonschema.Draft202012Validator(alert_schema())
+
+
+def pmdet(sensor: str, seq: int, event: str, level: int = 80, zone: int = 1) -> bytes:
+    body = f"PMDET,{sensor},{seq},{event},{level},{zone}".encode()
+    return b"$" + body + b"*%02X" % nmea_checksum(body)
+
+
+def radio(sensor: str, ts: float, kind: str, **kw: object) -> bytes:
+    return json.dumps({"sensor": sensor, "ts": int(ts * 1000), "kind": kind, **kw}).encode()
+
+
+def bearing(frm: tuple[float, float], to: tuple[float, float]) -> float:
+    p1, p2 = math.radians(frm[0]), math.radians(to[0])
+    dl = math.radians(to[1] - frm[1])
+    y = math.sin(dl) * math.cos(p2)
+    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return (math.degrees(math.atan2(y, x)) + 360) % 360
+
+
+class Harness:
+    """The scene's zone events and scripted sensor lines, merged in time order into one fusion engine."""
+
+    def __init__(self, scene: ThermalScene, model: Path) -> None:
+        raw = intrusion_config(scene, model)
+        self.gate = scene.ground_to_latlon(0.5, 19.0)
+        self.receiver = scene.ground_to_latlon(-40.0, 5.0)
+        raw["fixed_sensors"] = [
+            {"id": "md-gate", "kind": "metal", "latlon": list(self.gate)},
+            {"id": "md-far", "kind": "metal", "latlon": list(scene.ground_to_latlon(2000.0, 900.0))},
+            {"id": "rf-1", "kind": "radio", "latlon": list(self.receiver)},
+        ]
+        raw["fusion"] = [{"id": "gate", "place": "strip", "metal": ["md-gate"], "radius_m": 30, "window_s": 30,
+                          "severity": "medium", "quiet_s": 60, "cooldown_s": 120}]
+        self.config = AgentConfig.model_validate(raw)
+        self.alerts: list[Alert] = []
+        self.engine: FusionEngine = Site.from_config(self.config).fusion_engine(self.alerts.append)
+        self.metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", self.engine.on_metal)  # type: ignore[arg-type]
+        self.radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", self.engine.on_radio)  # type: ignore[arg-type]
+
+    def play(self, zone_events: list[ZoneEvent], lines: list[tuple[float, str, bytes]]) -> list[Alert]:
+        items: list[tuple[float, int, object]] = [(e.ts, 0, e) for e in zone_events if e.rule_id == "strip"]
+        items += [(ts, 1, (kind, line)) for ts, kind, line in lines]
+        for ts, _, item in sorted(items, key=lambda x: (x[0], x[1])):
+            self.engine.tick(ts)
+            if isinstance(item, ZoneEvent):
+                self.engine.on_zone_event(item)
+            else:
+                kind, line = item  # type: ignore[misc]
+                (self.metal if kind == "metal" else self.radio).handle(line, ts)
+        for a in self.alerts:
+            VALIDATOR.validate(a.payload())
+        return self.alerts
+
+
+@pytest.fixture
+def harness(intrusion_run: tuple[list, ThermalScene], default_ov640: Path) -> tuple[Harness, list[ZoneEvent]]:
+    events, scene = intrusion_run
+    return Harness(scene, default_ov640), events
+
+
+def _entry(events: list[ZoneEvent]) -> ZoneEvent:
+    return next(e for e in events if e.kind == "entry" and e.rule_id == "strip")
+
+
+@pytest.mark.slow
+def test_person_then_metal_alarm_is_one_incident_above_either_alone(harness) -> None:  # type: ignore[no-untyped-def]
+    h, events = harness
+    t = _entry(events).ts
+    alerts = h.play(events, [(t + 3.0, "metal", pmdet("md-gate", 1, "ALARM"))])
+    first = [a for a in alerts if a.state == "new"]
+    assert len(first) == 1 and first[0].kind == "intrusion" and first[0].severity == "medium"
+    fused = [a for a in alerts if a.kind == "fused"]
+    assert fused and fused[0].alert_id == first[0].alert_id and fused[0].state == "updated"
+    assert SEVERITIES.index(fused[0].severity) > SEVERITIES.index("medium")
+    assert {e.type for e in fused[0].evidence} == {"thermal", "metal"}
+    assert "metal alarm at md-gate" in fused[0].summary and "2 sensor kinds agree" in fused[0].summary
+    assert fused[0].location is not None and fused[0].zone == ("strip", "Gate strip")
+    # metal alone, far from any person: one incident, and only medium
+    h2 = Harness(ThermalScene.from_url("sim://intrusion"), Path(h.config.detector.model))
+    alone = h2.play([], [(t + 3.0, "metal", pmdet("md-gate", 1, "ALARM"))])
+    assert [(a.kind, a.severity) for a in alone if a.state == "new"] == [("metal", "medium")]
+
+
+@pytest.mark.slow
+def test_a_bearing_through_the_zone_joins_one_that_misses_does_not(harness) -> None:  # type: ignore[no-untyped-def]
+    h, events = harness
+    t = _entry(events).ts
+    towards = bearing(h.receiver, h.gate)
+    alerts = h.play(events, [
+        (t + 3.0, "metal", pmdet("md-gate", 1, "ALARM")),
+        (t + 6.0, "radio", radio("rf-1", t + 6.0, "bearing", bearing_deg=(towards + 90) % 360, freq_hz=446e6)),
+        (t + 8.0, "radio", radio("rf-1", t + 8.0, "bearing", bearing_deg=towards, bearing_conf=0.7, freq_hz=446e6)),
+    ])
+    incidents = {a.incident_id for a in alerts if a.state in ("new", "updated")}
+    assert len(incidents) == 1
+    last = [a for a in alerts if a.state == "updated"][-1]
+    assert {e.type for e in last.evidence} == {"thermal", "metal", "radio"}
+    assert last.severity == "critical"  # medium + metal + radio
+    assert sum(1 for e in last.evidence if e.type == "radio") == 1  # the bearing that missed is not evidence
+
+
+@pytest.mark.slow
+def test_far_apart_in_time_or_place_stay_separate_and_repeats_do_not_alert(harness) -> None:  # type: ignore[no-untyped-def]
+    h, events = harness
+    t = _entry(events).ts
+    alerts = h.play(events, [
+        (t + 3.0, "metal", pmdet("md-gate", 1, "ALARM")),
+        (t + 5.0, "metal", pmdet("md-gate", 2, "ALARM")),  # the same alarm again: nothing new to say
+        (t + 4.0, "metal", pmdet("md-far", 1, "ALARM")),  # 2 km away, no rule there: no incident here
+        (t + 400.0, "metal", pmdet("md-gate", 3, "ALARM")),  # long after: a new incident
+    ])
+    new = [a for a in alerts if a.state == "new"]
+    assert len(new) == 2 and new[0].incident_id != new[1].incident_id
+    assert new[1].kind == "metal" and new[1].ts == pytest.approx(t + 400.0)
+    updates_in_first = [a for a in alerts if a.incident_id == new[0].incident_id and a.state == "updated"]
+    assert len(updates_in_first) == 1  # thermal -> fused; the repeat at +5 s gave no alert
+    assert all("md-far" not in [e.sensor for e in a.evidence] for a in alerts)
+    assert any(a.state == "closed" and a.incident_id == new[0].incident_id for a in alerts)
+
+
+def test_sensor_faults_are_alerts_and_degrade_dependent_incidents() -> None:
+    scene = ThermalScene.from_url("sim://intrusion")
+    h = Harness(scene, ROOT / "unused.pt")
+    t0 = 1_795_435_200.0
+    h.play([], [(t0, "metal", pmdet("md-gate", 1, "TAMPER", 100))])
+    fault = h.alerts[-1]
+    assert fault.kind == "sensor_fault" and fault.severity == "high" and "TAMPER" in fault.summary
+    h.play([], [(t0 + 1, "metal", pmdet("md-gate", 2, "TAMPER", 100))])
+    assert len([a for a in h.alerts if a.kind == "sensor_fault"]) == 1  # one alert per fault episode
+    h.engine.on_zone_event(ZoneEvent("entry", "strip", "cam", 7, "person", t0 + 5, 0.8, (0, 0, 10, 40),
+                                     h.gate, t0 + 4.5))
+    assert "degraded: md-gate faulty" in h.alerts[-1].summary
+    # a silent detector: the feed's heartbeat watch names it, the engine alerts once
+    feed = SensorFeed("md", "metal", "udp://127.0.0.1:0", lambda ev: None, hb_timeout_s=30)
+    feed.handle(pmdet("md-gate", 9, "HB", 0), t0)
+    for sensor in feed.faulty(t0 + 31):
+        h.engine.sensor_fault(sensor, f"metal detector {sensor} silent for 30 s", t0 + 31)
+    assert len([a for a in h.alerts if a.kind == "sensor_fault"]) == 1  # already faulty (tamper)
+    for a in h.alerts:
+        VALIDATOR.validate(a.payload())
+
+
+def test_ulids_are_unique_sortable_and_well_formed() -> None:
+    ids = [new_ulid(1_795_435_200.0) for _ in range(1000)]
+    assert len(set(ids)) == 1000 and ids == sorted(ids)
+    assert all(len(i) == 26 and set(i) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ") for i in ids)
+
+
+def test_schema_copy_matches_the_contract() -> None:
+    shared = ROOT.parent / "shared" / "alert.schema.json"
+    if shared.exists():  # CI clones the repository alone; the copy ships inside the package
+        assert json.loads(shared.read_text()) == alert_schema()
+    assert alert_schema()["$id"] == "edge-agent/alert@1"
