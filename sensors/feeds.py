@@ -80,6 +80,13 @@ class SensorFeed:
         self.counters.rejected += 1
         self.counters.rejects.append(RejectedLine(self.sensor_id, received, reason, bytes(line[:512])))
 
+    def drain_rejects(self) -> list[RejectedLine]:
+        """Rejected lines not yet handed over (to the incident database); the counters keep counting."""
+        with self._lock:
+            out = list(self.counters.rejects)
+            self.counters.rejects.clear()
+        return out
+
     def faulty(self, now: float) -> list[str]:
         """Metal detectors silent past their heartbeat timeout."""
         return self.health.silent(now) if self.kind == "metal" else []
