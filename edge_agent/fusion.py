@@ -43,7 +43,8 @@ class FusionRule:
 
 class FusionEngine:
     def __init__(self, site: str, box: str, rules: Iterable[FusionRule], plane: LocalPlane | None,
-                 sensor_positions: dict[str, tuple[float, float]], emit: Callable[[Alert], None]) -> None:
+                 sensor_positions: dict[str, tuple[float, float]], emit: Callable[[Alert], None],
+                 sensor_kinds: dict[str, str] | None = None) -> None:
         self.site, self.box = site, box
         self.rules = list(rules)
         for r in self.rules:
@@ -51,6 +52,7 @@ class FusionEngine:
                 shapely.prepare(r.area)
         self.plane = plane
         self.positions = sensor_positions
+        self.kinds = sensor_kinds or {}  # fixed sensor id -> metal | radio; anything else is a camera
         self.emit = emit
         self.open: dict[str, list[Incident]] = {r.id: [] for r in self.rules}
         self.alerts: dict[str, Alert] = {}  # incident id -> its alert, as last published
@@ -101,7 +103,7 @@ class FusionEngine:
         if sensor in self.faulty:
             return
         self.faulty[sensor] = reason
-        kind = "metal" if ev is not None or sensor in self.positions else "thermal"
+        kind = "metal" if ev is not None else self.kinds.get(sensor, "thermal")
         fields = (("event", ev.event), ("level", ev.level)) if ev is not None else (("kind", "fault"),)
         evidence = Evidence(sensor, kind, ts, fields, self.positions.get(sensor))  # type: ignore[arg-type]
         alert = Alert(new_ulid(ts), new_ulid(ts), self.site, self.box, ts, "sensor_fault",

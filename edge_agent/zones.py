@@ -160,7 +160,8 @@ class Site:
             for f in self.config.fusion
         ]
         positions = {s.id: s.latlon for s in self.config.fixed_sensors}
-        return FusionEngine(self.config.site, self.config.box, rules, self.plane, positions, emit)
+        kinds = {s.id: s.kind for s in self.config.fixed_sensors}
+        return FusionEngine(self.config.site, self.config.box, rules, self.plane, positions, emit, kinds)
 
     def sensor_latlon(self, sensor_id: str) -> tuple[float, float] | None:
         """Where a fixed sensor (metal detector, radio receiver) stands."""

@@ -175,3 +175,15 @@ def test_schema_copy_matches_the_contract() -> None:
     if shared.exists():  # CI clones the repository alone; the copy ships inside the package
         assert json.loads(shared.read_text()) == alert_schema()
     assert alert_schema()["$id"] == "edge-agent/alert@1"
+
+
+def test_a_stalled_camera_and_a_silent_receiver_are_sensor_faults_of_their_kind() -> None:
+    h = Harness(ThermalScene.from_url("sim://intrusion"), ROOT / "unused.pt")
+    h.engine.sensor_fault("cam", "camera cam: no frame for 20 s", 1_795_435_200.0)
+    h.engine.sensor_fault("rf-1", "receiver rf-1 silent", 1_795_435_201.0)
+    kinds = [(a.kind, a.evidence[0].type, a.severity) for a in h.alerts]
+    assert kinds == [("sensor_fault", "thermal", "medium"), ("sensor_fault", "radio", "medium")]
+    h.engine.sensor_ok("cam", 1_795_435_260.0)
+    assert h.alerts[-1].state == "closed" and h.alerts[-1].alert_id == h.alerts[0].alert_id
+    for a in h.alerts:
+        VALIDATOR.validate(a.payload())
