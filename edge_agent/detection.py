@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,7 @@ from detectors.tracking import Tracker, TrackEvent
 from detectors.yolo import YoloConfig
 from edge_agent import models
 from edge_agent.config import AgentConfig, CameraConfig
+from edge_agent.model import iso_ms
 from geofences.rules import ZoneEvent
 from sensors.thermal import ThermalCamera
 
@@ -55,14 +55,10 @@ def is_live(source: str) -> bool:
     return source.startswith(("rtsp://", "rtsps://", "http://", "https://", "/dev/")) or source.isdigit()
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def event_line(camera_id: str, seq: int, ev: TrackEvent, temp_c: float | None) -> str:
     x1, y1, x2, y2 = (round(v) for v in ev.bbox)
     temp = f" temp {temp_c:.1f}C" if temp_c is not None else ""
-    return (f"{iso(ev.ts)} {camera_id} frame {seq} {ev.kind} {ev.label} #{ev.track_id} conf {ev.confidence:.2f} "
+    return (f"{iso_ms(ev.ts)} {camera_id} frame {seq} {ev.kind} {ev.label} #{ev.track_id} conf {ev.confidence:.2f} "
             f"box {x1},{y1},{x2},{y2} age {ev.age_s:.1f}s{temp}")
 
 
@@ -72,7 +68,7 @@ def zone_line(seq: int, ev: ZoneEvent) -> str:
     extra = f" {ev.direction}" if ev.direction else ""
     if ev.dwell_s is not None:
         extra += f" dwell {ev.dwell_s:.1f}s"
-    return f"{iso(ev.ts)} {ev.camera} frame {seq} zone {ev.kind} {ev.rule_id} {what}{where}{extra}"
+    return f"{iso_ms(ev.ts)} {ev.camera} frame {seq} zone {ev.kind} {ev.rule_id} {what}{where}{extra}"
 
 
 def box_temperature(result: FrameResult, bbox: tuple[float, float, float, float]) -> float | None:

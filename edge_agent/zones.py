@@ -222,18 +222,14 @@ def preview(site: Site, camera: str, gray8: np.ndarray) -> np.ndarray:
     img = cv2.cvtColor(gray8, cv2.COLOR_GRAY2BGR)
     cal = site.calibrations.get(camera)
     items: list[tuple[str, list[tuple[float, float]], bool]] = []
-    for z in site.config.zones:
-        if z.space == "pixel" and z.camera == camera:
-            items.append((z.id, list(z.polygon), True))
-        elif z.space == "geo" and cal is not None:
-            u, v = cal.latlon_to_pixel(np.array([p[0] for p in z.polygon]), np.array([p[1] for p in z.polygon]))
-            items.append((z.id, list(zip(u.tolist(), v.tolist(), strict=True)), True))
-    for ln in site.config.lines:
-        if ln.space == "pixel" and ln.camera == camera:
-            items.append((ln.id, list(ln.points), False))
-        elif ln.space == "geo" and cal is not None:
-            u, v = cal.latlon_to_pixel(np.array([p[0] for p in ln.points]), np.array([p[1] for p in ln.points]))
-            items.append((ln.id, list(zip(u.tolist(), v.tolist(), strict=True)), False))
+    shapes = [(z.id, z.space, z.camera, z.polygon, True) for z in site.config.zones]
+    shapes += [(ln.id, ln.space, ln.camera, ln.points, False) for ln in site.config.lines]
+    for name, space, cam_id, pts, closed in shapes:
+        if space == "pixel" and cam_id == camera:
+            items.append((name, list(pts), closed))
+        elif space == "geo" and cal is not None:
+            u, v = cal.latlon_to_pixel(np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+            items.append((name, list(zip(u.tolist(), v.tolist(), strict=True)), closed))
     for k, (name, pts, closed) in enumerate(items):
         colour = ZONE_COLOURS[k % len(ZONE_COLOURS)]
         arr = np.round(np.array(pts) * 16).astype(np.int32).reshape(-1, 1, 2)

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -162,6 +162,15 @@ class _Side:
     last_seen: float = 0.0
 
 
+def _forget_stale(tracks: dict[tuple[str, int], Any], last_fired: dict[Any, float], ts: float, max_age_s: float,
+                  cooldown_s: float) -> None:
+    """Drop tracks unseen for ``max_age_s`` and cooldown entries older than ``cooldown_s`` (every machine)."""
+    for key in [k for k, st in tracks.items() if ts - st.last_seen > max_age_s]:
+        del tracks[key]
+    for fired in [k for k, last in last_fired.items() if ts - last > cooldown_s]:
+        del last_fired[fired]
+
+
 class ZoneMachine:
     """Entry, exit, loitering and presence count for one zone."""
 
@@ -235,10 +244,7 @@ class ZoneMachine:
         self.tracks.pop((camera, track_id), None)
 
     def expire(self, ts: float, max_age_s: float) -> None:
-        for key in [k for k, st in self.tracks.items() if ts - st.last_seen > max_age_s]:
-            del self.tracks[key]
-        for fired in [k for k, last in self.last_fired.items() if ts - last > self.rule.cooldown_s]:
-            del self.last_fired[fired]
+        _forget_stale(self.tracks, self.last_fired, ts, max_age_s, self.rule.cooldown_s)
 
     def _event(self, kind: EventKind, p: TrackPoint, ts: float, since: float, dwell: float | None = None) -> ZoneEvent:
         return ZoneEvent(kind, self.rule.id, p.camera, p.track_id, p.label, ts, p.confidence, p.bbox, p.latlon, since,
@@ -303,10 +309,7 @@ class LineMachine:
         self.tracks.pop((camera, track_id), None)
 
     def expire(self, ts: float, max_age_s: float) -> None:
-        for key in [k for k, st in self.tracks.items() if ts - st.last_seen > max_age_s]:
-            del self.tracks[key]
-        for key in [k for k, last in self.last_fired.items() if ts - last > self.rule.cooldown_s]:
-            del self.last_fired[key]
+        _forget_stale(self.tracks, self.last_fired, ts, max_age_s, self.rule.cooldown_s)
 
 
 class RuleEngine:

@@ -1,13 +1,11 @@
-"""Shared fixtures: the provisioned model (./dev setup puts it in .state/), offline ultralytics, and a
-network guard that fails any connection that is not to loopback."""
+"""Shared fixtures: the provisioned model (./dev setup puts it in .state/), offline ultralytics, the
+intrusion scene run once, and the CLI as a subprocess."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,49 +62,6 @@ def assets() -> Path:
     import ultralytics
 
     return Path(ultralytics.__file__).parent / "assets"
-
-
-def _is_loopback(address: object) -> bool:
-    if isinstance(address, tuple) and address:
-        host = str(address[0])
-        return host in ("localhost", "::1") or host.startswith("127.")
-    return isinstance(address, (str, bytes))  # unix sockets
-
-
-class NetworkGuard:
-    """Refuses, and records, every connection or name lookup that leaves the machine."""
-
-    def __init__(self) -> None:
-        self.attempts: list[str] = []
-
-    def check(self, what: str, address: object) -> None:
-        if not _is_loopback(address):
-            self.attempts.append(f"{what} {address!r}")
-            raise ConnectionRefusedError(f"network guard: {what} to {address!r} is not allowed in tests")
-
-
-@pytest.fixture
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
-    guard = NetworkGuard()
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self: socket.socket, address: object) -> None:
-        guard.check("connect", address)
-        return real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: object) -> int:
-        guard.check("connect", address)
-        return real_connect_ex(self, address)
-
-    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-        guard.check("resolve", (host, 0) if host is not None else ("localhost", 0))
-        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield guard
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

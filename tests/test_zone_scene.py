@@ -28,14 +28,9 @@ def truth_time(actor_id: int, inside: object, step: float = 0.01) -> list[float]
     return times
 
 
-@pytest.fixture(scope="module")
-def scene_run(intrusion_run: tuple[list, ThermalScene]) -> tuple[list, ThermalScene]:
-    return intrusion_run
-
-
 @pytest.mark.slow
-def test_each_scripted_event_once_within_a_second(scene_run: tuple[list, ThermalScene]) -> None:
-    events, _ = scene_run
+def test_each_scripted_event_once_within_a_second(intrusion_run: tuple[list, ThermalScene]) -> None:
+    events, _ = intrusion_run
     zone = Polygon(ZONE_M)
     entry = truth_time(1, lambda x, y: zone.contains(Point(x, y)))
     out = truth_time(1, lambda x, y: not zone.contains(Point(x, y)))
@@ -58,8 +53,8 @@ def test_each_scripted_event_once_within_a_second(scene_run: tuple[list, Thermal
 
 
 @pytest.mark.slow
-def test_nuisances_give_nothing(scene_run: tuple[list, ThermalScene]) -> None:
-    events, _ = scene_run
+def test_nuisances_give_nothing(intrusion_run: tuple[list, ThermalScene]) -> None:
+    events, _ = intrusion_run
     assert [e for e in events if e.rule_id in ("jitter", "strip-night")] == []
     assert all(e.label == "person" for e in events)  # the dog crossed the strip
     assert {e.track_id for e in events if e.rule_id == "strip"} == {next(e.track_id for e in events
