@@ -245,6 +245,72 @@ class FusionConfig(Strict):
     cooldown_s: float = Field(300.0, ge=0, description="No second alert for the same thing within this time.")
 
 
+class TlsConfig(Strict):
+    """TLS to the broker: the CA that signed the broker's certificate, and this box's own (mutual TLS)."""
+
+    ca_file: Path = Field(description="PEM file of the CA that signed the broker's certificate.")
+    cert_file: Path | None = Field(None, description="This box's client certificate (PEM), for mutual TLS.")
+    key_file: Path | None = Field(None, description="Its private key (PEM).")
+    insecure: bool = Field(False, description="Skip the broker hostname check (test benches only).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        return self
+
+
+class MqttConfig(Strict):
+    """The command post's broker and how alerts are delivered to it."""
+
+    host: str = Field(min_length=1, description="Broker host name or address.")
+    port: int | None = Field(None, ge=1, le=65535, description="Default 1883, or 8883 with tls.")
+    prefix: Ident = Field("border", description="First topic level: {prefix}/{site}/{box}/...")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: Ident | None = Field(None, description="Default edge-agent-{site}-{box}.")
+    username: str | None = None
+    password: str | None = Field(None, description="Prefer password_file: a config file is often shared.")
+    password_file: Path | None = Field(None, description="A file whose first line is the password.")
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    max_inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages awaiting the broker's ack.")
+    health_interval_s: float = Field(30.0, gt=0, description="How often health is published.")
+    escalate_after_s: float = Field(120.0, gt=0, description="Critical alerts unacknowledged this long escalate.")
+
+    @model_validator(mode="after")
+    def _password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    @property
+    def broker_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ValueError(f"mqtt.password_file {self.password_file}: cannot read a password: {exc}") from None
+        return self.password
+
+
+class RetentionConfig(Strict):
+    max_age_days: float = Field(365.0, gt=0, description="Closed incidents older than this are removed.")
+    critical_age_days: float = Field(730.0, gt=0, description="Unacknowledged critical incidents are kept this long.")
+    min_free_mb: float = Field(500.0, ge=0, description="Below this free disk, the oldest evidence goes first.")
+
+
+class IncidentLogConfig(Strict):
+    path: Path | None = Field(None, description="SQLite file (default STATE_DIR/incidents.db).")
+    snapshot_max_kb: int = Field(200, ge=10, description="Largest snapshot JPEG; quality drops to fit.")
+    max_rejects: int = Field(10_000, ge=10, description="Rejected inputs kept (oldest first out).")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)  # type: ignore[arg-type]
+
+
 class AgentConfig(Strict):
     """The whole edge box."""
 
@@ -263,6 +329,8 @@ class AgentConfig(Strict):
     lines: list[LineConfig] = Field(default_factory=list, description="Lines to cross.")
     fixed_sensors: list[FixedSensorConfig] = Field(default_factory=list, description="Sensors at known places.")
     fusion: list[FusionConfig] = Field(default_factory=list, description="Correlation rules.")
+    mqtt: MqttConfig | None = Field(None, description="The command post's broker; none: alerts stay in the outbox.")
+    incident_log: IncidentLogConfig = Field(default_factory=IncidentLogConfig)  # type: ignore[arg-type]
 
     def cross_check(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Problems between sections: duplicate ids, rules for unknown or uncalibrated cameras."""
@@ -297,6 +365,10 @@ class AgentConfig(Strict):
     @property
     def models_dir(self) -> Path:
         return self.state_dir / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return self.incident_log.path or self.state_dir / "incidents.db"
 
 
 class ConfigError(Exception):
@@ -388,6 +460,19 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
             cam = cam.model_copy(update={"source": str((base / src).resolve())})
         cams.append(cam)
     updates["cameras"] = cams
+    if config.incident_log.path is not None and not config.incident_log.path.is_absolute():
+        updates["incident_log"] = config.incident_log.model_copy(
+            update={"path": (base / config.incident_log.path).resolve()})
+    if config.mqtt is not None:
+        mq = config.mqtt
+        mupd: dict[str, Any] = {}
+        if mq.password_file is not None and not mq.password_file.is_absolute():
+            mupd["password_file"] = (base / mq.password_file).resolve()
+        if mq.tls is not None:
+            tupd = {k: (base / v).resolve() for k in ("ca_file", "cert_file", "key_file")
+                    if (v := getattr(mq.tls, k)) is not None and not v.is_absolute()}
+            mupd["tls"] = mq.tls.model_copy(update=tupd)
+        updates["mqtt"] = mq.model_copy(update=mupd)
     return config.model_copy(update=updates)
 
 

@@ -44,7 +44,8 @@ class FusionRule:
 class FusionEngine:
     def __init__(self, site: str, box: str, rules: Iterable[FusionRule], plane: LocalPlane | None,
                  sensor_positions: dict[str, tuple[float, float]], emit: Callable[[Alert], None],
-                 sensor_kinds: dict[str, str] | None = None) -> None:
+                 sensor_kinds: dict[str, str] | None = None,
+                 on_evidence: Callable[[Incident, Evidence], None] | None = None) -> None:
         self.site, self.box = site, box
         self.rules = list(rules)
         for r in self.rules:
@@ -54,6 +55,7 @@ class FusionEngine:
         self.positions = sensor_positions
         self.kinds = sensor_kinds or {}  # fixed sensor id -> metal | radio; anything else is a camera
         self.emit = emit
+        self.on_evidence = on_evidence  # the incident log: every piece of evidence, alerted or not
         self.open: dict[str, list[Incident]] = {r.id: [] for r in self.rules}
         self.alerts: dict[str, Alert] = {}  # incident id -> its alert, as last published
         self.faulty: dict[str, str] = {}  # sensor -> reason
@@ -148,6 +150,8 @@ class FusionEngine:
         inc.updated = max(inc.updated, ts)
         if len(inc.sensor_types) > 1:
             inc.kind = "fused"
+        if self.on_evidence is not None:
+            self.on_evidence(inc, evidence)
         self._maybe_alert(rule, inc, ts)
 
     def _maybe_alert(self, rule: FusionRule, inc: Incident, ts: float) -> None:

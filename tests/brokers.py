@@ -1,0 +1,157 @@
+"""A real Mosquitto on a free loopback port with a generated config, stoppable and restartable on the same
+port (persistence on, so a graceful stop keeps queued messages), and an MQTT subscriber that collects."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def _give_to_mosquitto(path: Path) -> None:
+    """Run as root, Mosquitto drops to the 'mosquitto' user: it must own what it reads and writes."""
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, user.pw_uid, user.pw_gid)
+
+
+class Mosquitto:
+    def __init__(self, *, users: dict[str, str] | None = None,
+                 tls_dir: Path | None = None, acl: str | None = None) -> None:
+        # under /tmp itself: pytest's tmp_path sits in folders the dropped-privilege 'mosquitto' user cannot enter
+        self.dir = Path(tempfile.mkdtemp(prefix="edge-mosquitto-"))
+        self.dir.chmod(0o755)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        lines = ["per_listener_settings false", "persistence true", f"persistence_location {self.dir}/",
+                 "autosave_interval 1", f"log_dest file {self.dir}/mosquitto.log", "log_type all",
+                 f"listener {self.port} 127.0.0.1", "max_queued_messages 100000", "max_inflight_messages 100"]
+        if tls_dir is not None:
+            shutil.copytree(tls_dir, self.dir / "tls")
+            tls_dir = self.dir / "tls"
+            lines += [f"cafile {tls_dir}/ca.crt", f"certfile {tls_dir}/server.crt", f"keyfile {tls_dir}/server.key",
+                      "require_certificate true", "use_identity_as_username true", "allow_anonymous false"]
+        elif users:
+            pw = self.dir / "passwd"
+            pw.touch()
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True)
+            pw.chmod(0o600)
+            lines += [f"password_file {pw}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.dir}/acl")
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        _give_to_mosquitto(self.dir)
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.proc.kill()
+            err = self.proc.communicate()[1].decode(errors="replace")
+            log = (self.dir / "mosquitto.log").read_text() if (self.dir / "mosquitto.log").exists() else ""
+            raise RuntimeError(f"mosquitto did not start: {err}\n{log[-2000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        p = self.dir / "mosquitto.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+
+class Collector:
+    """A command-post subscriber: a persistent session (QoS 1), every message kept in order."""
+
+    def __init__(self, port: int, topics: str | list[str], client_id: str = "test-collector", **tls: Any) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        if tls:
+            self.client.tls_set(**tls)
+        self.topics = [topics] if isinstance(topics, str) else topics
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            for t in self.topics:
+                client.subscribe(t, qos=1)
+            self.connected.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append(msg)
+
+    def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
+        with self.lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def json(self, suffix: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.on(suffix)]
+
+    def wait(self, predicate: Any, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return bool(predicate())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
