@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,11 +15,21 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, CameraConfig, ConfigError, json_schema, load_config
 
-DEMO_SCENE = "sim://border"
-
 
 class UsageError(Exception):
     """A mistake on the command line; the message says what to do."""
+
+
+def _secrets(args: argparse.Namespace) -> list[str]:
+    """Passwords the logs must never show: those of the config this command reads."""
+    path = getattr(args, "config", None)
+    if not path:
+        return []
+    try:
+        mq = load_config(path).mqtt
+        return [mq.secret() or ""] if mq is not None else []
+    except (ConfigError, ValueError):
+        return []
 
 
 def _load(path: str | None) -> AgentConfig:
@@ -164,10 +175,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``detect`` on the synthetic scene (through the config's camera of that scene, if it has one)."""
-    args.source = args.scene
-    args.no_gating = False
-    return cmd_detect(args)
+    from edge_agent.demo import run_demo, summary_lines
+
+    path = Path(args.config) if args.config else Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    if not path.exists():
+        raise UsageError(f"{path}: no demo config; give one with -c (configs/demo.yaml in the source tree)")
+    config = load_config(path)
+    if args.broker:
+        from edge_agent.config import MqttConfig
+
+        host, _, port = args.broker.partition(":")
+        config = config.model_copy(update={"mqtt": MqttConfig(host=host, port=int(port) if port else None)})
+    if not args.verbose:  # the console is the show; the agent's own log only speaks up for problems
+        logging.getLogger().setLevel(logging.WARNING)
+    result = run_demo(config, path, lambda line: print(line, flush=True), args.duration, (args.embedded_broker
+                      and "amqtt") or "auto")
+    for line in summary_lines(result):
+        print(line)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import run
+
+    return run(Path(args.config))
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
@@ -208,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description="Edge sensor-fusion agent for border surveillance.")
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--log-json", action="store_true", help="log JSON lines on stdout (for journald; also "
+                   "EDGE_AGENT_LOG=json)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     s = sub.add_parser("check-config", help="validate a config file and report every problem")
@@ -235,10 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-gating", action="store_true", help="run the detector on every frame")
     s.set_defaults(func=cmd_detect)
 
-    s = sub.add_parser("demo", help="the demo: detection and tracking on the synthetic border scene")
-    s.add_argument("--scene", default=DEMO_SCENE, help=f"synthetic scene (default {DEMO_SCENE})")
-    detect_options(s)
+    s = sub.add_parser("demo", help="the whole agent on the synthetic border scene with scripted metal and radio "
+                       "sensors and a broker; alerts shown live as the command post sees them")
+    s.add_argument("-c", "--config", help="demo config (default configs/demo.yaml)")
+    s.add_argument("--broker", metavar="HOST[:PORT]", help="use this broker instead of starting one")
+    s.add_argument("--embedded-broker", action="store_true", help="use the in-process broker even when Mosquitto "
+                   "is installed")
+    s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: the scene's end)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("run", help="run the agent: sensors, detection, rules, fusion, incident log, MQTT delivery")
+    s.add_argument("-c", "--config", required=True, help="the box's YAML config")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("zones", help="zones and lines for field engineers: preview over a frame, point lookup")
     zs = s.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -277,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from edge_agent import logs
+
+    logs.setup(args.verbose, args.log_json or os.environ.get("EDGE_AGENT_LOG") == "json", _secrets(args))
     from detectors.base import DetectorUnavailable
     from edge_agent.models import ModelError
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 IDENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REFUSED_RETRY_S = 30.0
+SESSION_EXPIRY_S = 7 * 86400  # acks sent while a box is away wait this long at the broker
 
 
 class AckError(ValueError):
@@ -84,13 +85,14 @@ def ack_payload(alert_id: str, by: str, note: str = "", ts: float | None = None)
     return json.dumps({"alert_id": alert_id, "by": by, "ts": iso_ms(ts or time.time()), "note": note}).encode()
 
 
-def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
-    """A paho client with the configured protocol, credentials and TLS (no callbacks, not connected)."""
+def make_client(cfg: MqttConfig, client_id: str, persistent: bool = False) -> mqtt.Client:
+    """A paho client with the configured protocol, credentials and TLS (no callbacks, not connected). A
+    persistent session keeps the box's subscription (acks) queued at the broker while it is away."""
     protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
     kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
                               "protocol": protocol}
     if protocol == mqtt.MQTTv311:
-        kwargs["clean_session"] = True
+        kwargs["clean_session"] = not persistent
     client = mqtt.Client(**kwargs)
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.secret())
@@ -124,7 +126,7 @@ class Publisher:
         self.root = topic_root(cfg.prefix, site, box)
         self.on_ack = on_ack
         self.counters = DeliveryCounters()
-        self.client = make_client(cfg, cfg.client_id or f"edge-agent-{site}-{box}")
+        self.client = make_client(cfg, cfg.client_id or f"edge-agent-{site}-{box}", persistent=True)
         self.client.will_set(f"{self.root}/status", self._status("offline"), qos=1, retain=True)
         self.client.max_inflight_messages_set(cfg.max_inflight)
         self.client.max_queued_messages_set(0)
@@ -145,7 +147,16 @@ class Publisher:
     # -- life cycle ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
+        if self.cfg.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
         self._thread.start()

@@ -39,6 +39,7 @@ class FusionRule:
     severity: Severity = "medium"
     quiet_s: float = 120.0
     cooldown_s: float = 300.0
+    fixed: bool = True  # fixed sensors may join by distance, position or bearing (False: the camera's alone)
 
 
 class FusionEngine:
@@ -62,6 +63,16 @@ class FusionEngine:
         self._last_fault_alert: dict[str, Alert] = {}
         self._recent: dict[tuple[str, frozenset[str]], float] = {}  # (rule, sensor types) -> last alert time
 
+    def replace_rules(self, rules: Iterable[FusionRule], plane: LocalPlane | None,
+                      positions: dict[str, tuple[float, float]]) -> None:
+        """New rules (a config reload): open incidents of rules that are still there carry on."""
+        self.rules = list(rules)
+        for r in self.rules:
+            if r.area is not None:
+                shapely.prepare(r.area)
+        self.plane, self.positions = plane, positions
+        self.open = {r.id: self.open.get(r.id, []) for r in self.rules}
+
     # -- inputs ----------------------------------------------------------------------------------------
 
     def on_zone_event(self, ev: ZoneEvent) -> None:
@@ -83,7 +94,7 @@ class FusionEngine:
         where = self.positions.get(ev.sensor)
         point = self._point(where)
         for rule in self.rules:
-            if ev.sensor in rule.metal or self._near(rule, point):
+            if ev.sensor in rule.metal or (rule.fixed and self._near(rule, point)):
                 self._add(rule, Evidence.from_metal(ev, where), ev.received, "metal")
 
     def on_radio(self, ev: RadioEvent) -> None:
@@ -91,6 +102,8 @@ class FusionEngine:
         point = self._point((ev.lat, ev.lon)) if ev.kind == "position" and ev.lat is not None else None
         ray = self._ray(receiver, ev.bearing_deg) if ev.kind == "bearing" else None
         for rule in self.rules:
+            if not rule.fixed and ev.sensor not in rule.radio:
+                continue
             if ev.kind == "position":
                 hit = self._near(rule, point)
             elif ev.kind == "bearing":

@@ -13,9 +13,9 @@ import shapely
 from shapely.geometry import LineString, Polygon
 
 from detectors.types import Detections
-from edge_agent.config import AgentConfig, FilterConfig, ScheduleConfig
+from edge_agent.config import AgentConfig, FilterConfig, FusionConfig, ScheduleConfig
 from edge_agent.fusion import FusionEngine, FusionRule
-from edge_agent.model import Alert
+from edge_agent.model import Alert, Evidence, Incident
 from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon
@@ -151,17 +151,26 @@ class Site:
                 return self.line_geoms[ln.id] if ln.space == "geo" else None
         return None
 
-    def fusion_engine(self, emit: Callable[[Alert], None]) -> FusionEngine:
+    def fusion_rules(self) -> list[FusionRule]:
+        """The configured fusion rules, and for every zone or line without one a rule of its own (camera only,
+        default severity), so that every zone and line alerts."""
         names = {z.id: z.name or z.id for z in self.config.zones}
         names |= {ln.id: ln.name or ln.id for ln in self.config.lines}
-        rules = [
+        covered = {f.place for f in self.config.fusion}
+        rules = [(f, True) for f in self.config.fusion]
+        rules += [(FusionConfig(id=place, place=place), False) for place in names if place not in covered]
+        return [
             FusionRule(f.id, f.place, names.get(f.place, f.place), self.place_area(f.place), frozenset(f.metal),
-                       frozenset(f.radio), f.radius_m, f.window_s, f.severity, f.quiet_s, f.cooldown_s)
-            for f in self.config.fusion
+                       frozenset(f.radio), f.radius_m, f.window_s, f.severity, f.quiet_s, f.cooldown_s, fixed)
+            for f, fixed in rules
         ]
+
+    def fusion_engine(self, emit: Callable[[Alert], None],
+                      on_evidence: Callable[[Incident, Evidence], None] | None = None) -> FusionEngine:
         positions = {s.id: s.latlon for s in self.config.fixed_sensors}
         kinds = {s.id: s.kind for s in self.config.fixed_sensors}
-        return FusionEngine(self.config.site, self.config.box, rules, self.plane, positions, emit, kinds)
+        return FusionEngine(self.config.site, self.config.box, self.fusion_rules(), self.plane, positions, emit, kinds,
+                            on_evidence)
 
     def sensor_latlon(self, sensor_id: str) -> tuple[float, float] | None:
         """Where a fixed sensor (metal detector, radio receiver) stands."""

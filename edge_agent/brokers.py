@@ -1,0 +1,137 @@
+"""A broker for the demo when none is configured: a private Mosquitto on a free loopback port when it is
+installed, else amqtt in-process (MQTT 3.1.1), so the demo needs no server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(host: str, port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class LocalBroker:
+    """Start with ``start()``; ``kind`` says which one runs; ``stop()`` ends it."""
+
+    def __init__(self, prefer: str = "auto") -> None:
+        self.port = free_port()
+        self.kind = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Any = None
+        self.prefer = prefer
+
+    def start(self) -> LocalBroker:
+        mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto")
+                                                  else None)
+        if mosquitto and self.prefer in ("auto", "mosquitto"):
+            self._start_mosquitto(mosquitto)
+        else:
+            self._start_amqtt()
+        return self
+
+    def _start_mosquitto(self, exe: str) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="edge-agent-broker-"))
+        self._dir.chmod(0o755)
+        conf = self._dir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "log_dest none\n")
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam("mosquitto")
+                os.chown(self._dir, user.pw_uid, user.pw_gid)
+                os.chown(conf, user.pw_uid, user.pw_gid)
+            except KeyError:
+                pass
+        self._proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not wait_listening("127.0.0.1", self.port):
+            self._proc.kill()
+            err = self._proc.communicate()[1].decode(errors="replace").strip()
+            log.warning("mosquitto did not start (%s); using the embedded broker", err[-300:])
+            self._proc = None
+            self._start_amqtt()
+            return
+        self.kind = f"mosquitto (private, 127.0.0.1:{self.port})"
+
+    def _start_amqtt(self) -> None:
+        from amqtt.broker import Broker
+
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+
+            async def boot() -> None:
+                self._broker = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}}},
+                                      loop=loop)
+                await self._broker.start()
+
+            try:
+                loop.run_until_complete(boot())
+            except BaseException as exc:
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self._thread = threading.Thread(target=serve, name="embedded-broker", daemon=True)
+        self._thread.start()
+        ready.wait(15)
+        if errors or not wait_listening("127.0.0.1", self.port):
+            raise RuntimeError(f"the embedded MQTT broker did not start: {errors[0] if errors else 'not listening'}")
+        self.kind = f"embedded amqtt (in-process, 127.0.0.1:{self.port})"
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+        if self._loop is not None and self._broker is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
+            with contextlib.suppress(Exception):
+                fut.result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(5)
+            self._loop = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
