@@ -201,6 +201,120 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(Path(args.config))
 
 
+def _db(args: argparse.Namespace) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db)
+    if getattr(args, "config", None):
+        return load_config(args.config).db_path
+    from edge_agent.config import default_state_dir
+
+    return default_state_dir() / "incidents.db"
+
+
+def _filters(args: argparse.Namespace) -> object:
+    from edge_agent.review import Filters, parse_time
+
+    return Filters(since=parse_time(args.since) if args.since else None,
+                   until=parse_time(args.until) if args.until else None, zone=args.zone, severity=args.severity,
+                   kind=args.kind, state=args.state, sensor=args.sensor)
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from edge_agent import review
+
+    try:
+        store = review.open_store(_db(args))
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if args.what == "list":
+            rows = review.list_incidents(store, _filters(args), args.limit)  # type: ignore[arg-type]
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=1))
+            else:
+                print(review.table(rows))
+                total = review.count_incidents(store, _filters(args))  # type: ignore[arg-type]
+                if total > len(rows):
+                    print(f"# newest {len(rows)} of {total}; --limit N shows more", file=sys.stderr)
+        elif args.what == "show":
+            inc = review.incident(store, args.id)
+            if inc is None:
+                raise UsageError(f"no incident {args.id} in {store.path}; 'edge-agent incidents list' shows the ids")
+            print(json.dumps(inc, ensure_ascii=False, indent=1) if args.json else review.timeline(inc))
+        elif args.what == "export":
+            text = review.export(store, args.format, _filters(args))  # type: ignore[arg-type]
+            if args.output:
+                Path(args.output).write_text(text, encoding="utf-8")
+                print(f"wrote {args.output}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+        elif args.what == "stats":
+            st = review.stats(store, _filters(args))  # type: ignore[arg-type]
+            print(json.dumps(st, indent=1) if args.json else review.stats_text(st))
+        elif args.what == "verify":
+            problems = store.verify()
+            n = store.db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+            if problems:
+                for p in problems:
+                    print(f"TAMPERED: {p}")
+                print(f"{len(problems)} problem(s) in {store.path} ({n} ledger entries checked)", file=sys.stderr)
+                return 1
+            print(f"{store.path}: OK, {n} ledger entries, head {store.ledger_head()[:16]}…")
+    finally:
+        store.close()
+    return 0
+
+
+def _mqtt_from(args: argparse.Namespace) -> object:
+    from edge_agent.config import MqttConfig, TlsConfig
+
+    if args.config:
+        mq = load_config(args.config).mqtt
+        if mq is None:
+            raise UsageError(f"{args.config} has no mqtt section; give --broker HOST[:PORT]")
+        return mq
+    if not args.broker:
+        raise UsageError("give --broker HOST[:PORT] (or -c CONFIG with an mqtt section)")
+    host, _, port = args.broker.partition(":")
+    tls = TlsConfig(ca_file=Path(args.ca), cert_file=Path(args.cert) if args.cert else None,
+                    key_file=Path(args.key) if args.key else None) if args.ca else None
+    return MqttConfig(host=host, port=int(port) if port else None, prefix=args.prefix, username=args.username,
+                      password_file=Path(args.password_file) if args.password_file else None, tls=tls)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from edge_agent.watch import AlertCache, Console, default_cache
+
+    cfg = _mqtt_from(args)
+    cache = AlertCache(Path(args.cache) if args.cache else default_cache())
+    console = Console(cfg, lambda line: print(line, flush=True), cache, args.site, args.box)  # type: ignore[arg-type]
+    stop = _stop_on_signals()
+    console.start()
+    print(f"# watching {console.filter}/alerts on {cfg.host}:{cfg.broker_port} (Ctrl-C to stop)",  # type: ignore
+          file=sys.stderr)
+    stop.wait(args.duration)
+    console.stop()
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from edge_agent.watch import AlertCache, default_cache, send_ack
+
+    cfg = _mqtt_from(args)
+    site, box = args.site, args.box
+    if not (site and box):
+        found = AlertCache(Path(args.cache) if args.cache else default_cache()).box_of(args.alert_id)
+        if found is None:
+            raise UsageError(f"alert {args.alert_id} is not in this console's cache; give --site and --box")
+        site, box = found
+    if send_ack(cfg, site, box, args.alert_id, args.by, args.note or "", args.wait):  # type: ignore[arg-type]
+        print(f"acknowledged {args.alert_id}: box {site}/{box} confirmed")
+        return 0
+    print(f"ack for {args.alert_id} sent to {site}/{box}, but the box did not confirm within {args.wait:.0f} s "
+          "(it is offline or the alert is unknown there); the broker keeps the ack for the box", file=sys.stderr)
+    return 1
+
+
 def cmd_model_fetch(args: argparse.Namespace) -> int:
     from edge_agent import models
 
@@ -280,6 +394,67 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the agent: sensors, detection, rules, fusion, incident log, MQTT delivery")
     s.add_argument("-c", "--config", required=True, help="the box's YAML config")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("incidents", help="review the incident log: list, show, export, stats, verify")
+    ins = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--since", help="opened at or after: 2026-11-23, 2026-11-23T10:00Z, or 24h / 7d ago")
+        p.add_argument("--until", help="opened before (same forms)")
+        p.add_argument("--zone", help="zone or line id")
+        p.add_argument("--severity", choices=["info", "low", "medium", "high", "critical"], help="at least this")
+        p.add_argument("--kind", choices=["intrusion", "loitering", "line_crossing", "metal", "radio", "fused",
+                                          "sensor_fault"])
+        p.add_argument("--state", choices=["open", "closed", "acknowledged", "unacknowledged"])
+        p.add_argument("--sensor", help="a sensor id, or a sensor type: thermal, radio, metal")
+
+    i = ins.add_parser("list", help="newest incidents first, filtered")
+    filters(i)
+    i.add_argument("--limit", type=int, default=50)
+    i.add_argument("--json", action="store_true")
+    i = ins.add_parser("show", help="one incident: evidence, deliveries and acks as a timeline, snapshot path")
+    i.add_argument("id")
+    i.add_argument("--json", action="store_true")
+    i = ins.add_parser("export", help="CSV, GeoJSON or a self-contained HTML report")
+    i.add_argument("--format", choices=["csv", "geojson", "html"], default="csv")
+    i.add_argument("-o", "--output", help="write to this file instead of stdout")
+    filters(i)
+    i = ins.add_parser("stats", help="counts by kind, severity, zone and day; time to acknowledge")
+    filters(i)
+    i.add_argument("--json", action="store_true")
+    ins.add_parser("verify", help="check the hash chain: rows changed or removed after the fact")
+    for i in ins.choices.values():
+        i.add_argument("--db", help="incident database (default: STATE_DIR/incidents.db)")
+        i.add_argument("-c", "--config", help="take the database path from this config")
+        i.set_defaults(func=cmd_incidents)
+
+    def broker_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--broker", metavar="HOST[:PORT]", help="the command post's broker")
+        p.add_argument("-c", "--config", help="take broker settings from this config's mqtt section")
+        p.add_argument("--prefix", default="border", help="first topic level (default border)")
+        p.add_argument("--ca", help="CA file: connect with TLS")
+        p.add_argument("--cert", help="client certificate (mutual TLS)")
+        p.add_argument("--key", help="client key")
+        p.add_argument("--username")
+        p.add_argument("--password-file", help="file whose first line is the password")
+        p.add_argument("--cache", help="seen-alerts cache (default STATE_DIR/watch.db)")
+
+    s = sub.add_parser("watch", help="command post: live alerts of many boxes, de-duplicated, and which are online")
+    broker_options(s)
+    s.add_argument("--site", default="+", help="only this site (default all)")
+    s.add_argument("--box", default="+", help="only this box (default all)")
+    s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    s.set_defaults(func=cmd_watch)
+
+    s = sub.add_parser("ack", help="command post: acknowledge an alert; waits for the box to confirm")
+    s.add_argument("alert_id")
+    s.add_argument("--by", required=True, help="who acknowledges (shown in the incident log)")
+    s.add_argument("--note", help="what was done, e.g. 'patrol 3 sent'")
+    s.add_argument("--site", help="the alert's site (default: from the watch cache)")
+    s.add_argument("--box", help="the alert's box (default: from the watch cache)")
+    s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the box's confirmation")
+    broker_options(s)
+    s.set_defaults(func=cmd_ack)
 
     s = sub.add_parser("zones", help="zones and lines for field engineers: preview over a frame, point lookup")
     zs = s.add_subparsers(dest="what", required=True, metavar="WHAT")
