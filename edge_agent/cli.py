@@ -315,6 +315,20 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_agent.doctor import FAIL, WARN, run_checks
+
+    config = load_config(args.config)
+    counts = {FAIL: 0, WARN: 0}
+    for check in run_checks(config, args.camera_timeout, args.listen, model=not args.no_model):
+        for line in check.lines():
+            print(line, flush=True)
+        counts[check.status] = counts.get(check.status, 0) + 1
+    verdict = "FAIL" if counts[FAIL] else ("OK with warnings" if counts[WARN] else "OK")
+    print(f"doctor: {verdict} ({counts[FAIL]} failed, {counts[WARN]} warnings)")
+    return 1 if counts[FAIL] else 0
+
+
 def cmd_model_fetch(args: argparse.Namespace) -> int:
     from edge_agent import models
 
@@ -455,6 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the box's confirmation")
     broker_options(s)
     s.set_defaults(func=cmd_ack)
+
+    s = sub.add_parser("doctor", help="check a box: sensors, model speed, broker credentials, disk, clock")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--camera-timeout", type=float, default=10.0, metavar="S", help="wait this long for frames")
+    s.add_argument("--listen", type=float, default=3.0, metavar="S", help="wait this long for a sensor's line")
+    s.add_argument("--no-model", action="store_true", help="skip loading and timing the detector")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("zones", help="zones and lines for field engineers: preview over a frame, point lookup")
     zs = s.add_subparsers(dest="what", required=True, metavar="WHAT")

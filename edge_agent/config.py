@@ -348,9 +348,9 @@ class AgentConfig(Strict):
                 if item.space == "pixel" and item.camera not in cams:
                     problems.append(((section, i, "camera"), f"unknown camera {item.camera!r}; cameras: "
                                      f"{', '.join(cams) or 'none configured'}"))
-                if item.space == "geo" and not calibrated:
+                if item.space == "geo" and not calibrated and not self.fixed_sensors:
                     problems.append(((section, i, "space"), "a geo rule needs at least one geo-calibrated camera "
-                                     "(cameras[].calibration)"))
+                                     "(cameras[].calibration) or fixed sensors to place there"))
         places = {z.id for z in self.zones} | {ln.id for ln in self.lines}
         kinds = {s.id: s.kind for s in self.fixed_sensors}
         for i, rule in enumerate(self.fusion):

@@ -134,6 +134,7 @@ class Publisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
         self.connected = threading.Event()
         self._wake = threading.Event()
         self._acked: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
@@ -199,6 +200,10 @@ class Publisher:
         log.info("mqtt connected to %s:%s as %s", self.cfg.host, self.cfg.broker_port, self.root)
         self.connected.set()
         self._wake.set()
+
+    def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
+        self.counters.last_error = f"cannot reach the broker at {self.cfg.host}:{self.cfg.broker_port}"
+        log.warning("mqtt: %s; alerts wait in the outbox, retrying", self.counters.last_error)
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if self.connected.is_set():

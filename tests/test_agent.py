@@ -1,0 +1,200 @@
+"""``edge-agent run`` as a real process against a real Mosquitto: SIGTERM flushes, says offline and exits in
+time; SIGHUP reloads rules without dropping sensors; the watchdog stops when a stage dies; the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from edge_agent.sdnotify import Notifier
+from edge_agent.sensors_script import pmdet
+from tests.brokers import ROOT, Collector, Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+EXE = str(Path(sys.executable).with_name("edge-agent"))
+
+
+@pytest.fixture()
+def broker():  # type: ignore[no-untyped-def]
+    b = Mosquitto().start()
+    yield b
+    b.remove()
+
+
+def _config(tmp_path: Path, port: int, udp: int, model: Path | None, fusion: bool = True) -> dict:
+    cfg: dict = {
+        "site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
+        "zones": [{"id": "gate", "name": "Gate", "space": "geo",
+                   "polygon": [[46.5500, 15.6500], [46.5500, 15.6502], [46.5502, 15.6502], [46.5502, 15.6500]]}],
+        "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
+                           "url": f"udp://127.0.0.1:{udp}", "hb_timeout_s": 60}],
+        "fusion": [{"id": "gate-metal", "place": "gate", "metal": ["md-1"], "severity": "high"}] if fusion else [],
+        "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 1, "keepalive_s": 5},
+    }
+    if model is not None:
+        cfg["detector"] = {"model": str(model), "imgsz": 320}
+        cfg["cameras"] = [{"id": "cam", "source": "sim://walkers?realtime=1&loop=1", "pixel_format": "y16",
+                           "calibration": {"points": [
+                               {"pixel": [40, 469], "latlon": [46.5501078, 15.6499478]},
+                               {"pixel": [600, 469], "latlon": [46.5501078, 15.6500522]},
+                               {"pixel": [76, 254], "latlon": [46.5502875, 15.6498824]},
+                               {"pixel": [564, 254], "latlon": [46.5502875, 15.6501176]},
+                               {"pixel": [320, 333], "latlon": [46.5501797, 15.6500000]}]}}]
+    return cfg
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "box.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _send(udp: int, *lines: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for line in lines:
+            s.sendto(line.encode() + b"\n", ("127.0.0.1", udp))
+
+
+def _states(c: Collector) -> list[str]:
+    return [p["state"] for p in c.json("/status")]
+
+
+def test_run_stops_on_sigterm_within_5s_offline_with_a_clean_database(broker: Mosquitto, tmp_path: Path,
+                                                                         default_ov320: Path) -> None:
+    udp = free_port()
+    path = _write(tmp_path, _config(tmp_path, broker.port, udp, default_ov320))
+    seen = Collector(broker.port, ["border/t/box1/status", "border/t/box1/alerts", "border/t/box1/health"])
+    proc = subprocess.Popen([EXE, "run", "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        assert seen.wait(lambda: _states(seen)[-1:] == ["online"], 60), proc.stderr.read() if proc.poll() else ""
+        _send(udp, pmdet("md-1", 1, "HB", 0, 1), pmdet("md-1", 2, "ALARM", 80, 1))
+        assert seen.wait(lambda: any(p["kind"] == "metal" for p in seen.json("/alerts")), 20)
+        assert seen.wait(lambda: any(p["sensors"].get("cam", {}).get("rate_hz", 0) > 0
+                                     for p in seen.json("/health")), 30)
+        health = seen.json("/health")[-1]
+        assert health["outbox"]["backlog"] == 0 and "md-1" in health["sensors"]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(10)
+        took = time.monotonic() - t0
+        assert rc == 0 and took < 5.0, f"exit {rc} after {took:.1f} s"
+        assert seen.wait(lambda: _states(seen)[-1:] == ["offline"], 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        seen.close()
+    db = tmp_path / "state" / "incidents.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered IS NULL").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM incidents WHERE kind = 'metal'").fetchone()[0] == 1
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0  # checkpointed on the way out
+    out = subprocess.run([EXE, "incidents", "verify", "--db", str(db)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sighup_reloads_fusion_rules_and_keeps_the_sensors(broker: Mosquitto, tmp_path: Path) -> None:
+    udp = free_port()
+    cfg = _config(tmp_path, broker.port, udp, None, fusion=False)
+    path = _write(tmp_path, cfg)
+    seen = Collector(broker.port, ["border/t/box1/status", "border/t/box1/alerts"])
+    proc = subprocess.Popen([EXE, "run", "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        assert seen.wait(lambda: _states(seen)[-1:] == ["online"], 30)
+        _send(udp, pmdet("md-1", 1, "ALARM", 80, 1))  # no rule puts md-1 at the gate yet: no alert
+        time.sleep(1.5)
+        assert seen.json("/alerts") == []
+        cfg["fusion"] = [{"id": "gate-metal", "place": "gate", "metal": ["md-1"], "severity": "high"}]
+        path.write_text(yaml.safe_dump(cfg))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        _send(udp, pmdet("md-1", 2, "ALARM", 85, 1))  # the same UDP feed, never reopened
+        assert seen.wait(lambda: any(p["kind"] == "metal" and p["zone"]["id"] == "gate"
+                                     for p in seen.json("/alerts")), 15)
+        assert _states(seen) == ["online"]  # never went offline
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        seen.close()
+    assert "reloaded zones, lines and fusion rules" in proc.stderr.read()
+
+
+def test_watchdog_is_fed_only_while_every_stage_is_alive(tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.settimeout(0.2)
+    udp = free_port()
+    cfg = _config(tmp_path, 1, udp, None)
+    del cfg["mqtt"]
+    agent = Agent(parse_config(yaml.safe_dump(cfg)),
+                  notifier=Notifier({"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "600000"}))
+    got: list[tuple[float, str]] = []
+    agent.start()
+    runner = threading.Thread(target=agent.run_forever, daemon=True)
+    runner.start()
+
+    def drain(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                got.append((time.monotonic(), listener.recv(4096).decode()))
+            except TimeoutError:
+                pass
+
+    try:
+        drain(2.0)
+        assert got[0][1].startswith("READY=1")
+        assert sum("WATCHDOG=1" in m for _, m in got) >= 5
+
+        def broken(ev: object) -> None:
+            raise RuntimeError("fusion broke")
+
+        agent.fusion.on_metal = broken  # type: ignore[method-assign]
+        _send(udp, pmdet("md-1", 1, "ALARM", 70, 1))  # real input reaches the core stage and kills it
+        drain(1.0)
+        killed_at = time.monotonic()
+        drain(2.0)
+        assert not [m for t, m in got if t > killed_at and "WATCHDOG=1" in m]
+        assert any("STATUS=stage down: core" in m for _, m in got)
+        assert "RuntimeError: fusion broke" in agent.stages["core"].error
+    finally:
+        agent.stop_event.set()
+        runner.join(5)
+        agent.stop()
+        listener.close()
+
+
+def test_demo_prints_a_fused_incident_and_ends_cleanly(tmp_path: Path, default_ov640: Path) -> None:
+    env = {**os.environ, "EDGE_AGENT_HOME": str(ROOT / ".state")}
+    t0 = time.monotonic()
+    out = subprocess.run([EXE, "demo", "-c", str(ROOT / "configs" / "demo.yaml")], capture_output=True, text=True,
+                         timeout=180, env=env, cwd=tmp_path)
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert took < 180
+    lines = out.stdout.splitlines()
+    assert any(" fused " in ln and ("NEW" in ln or "UPD" in ln) for ln in lines), out.stdout
+    assert "== demo summary ==" in out.stdout and "latency, event to command post" in out.stdout
+    db = Path(next(ln for ln in lines if ln.startswith("incident log: ")).split()[2])
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM incidents WHERE kind = 'fused'").fetchone()[0] >= 1
+        assert conn.execute("SELECT COUNT(*) FROM rejected_input").fetchone()[0] >= 1
+        snap = conn.execute("SELECT snapshot FROM incidents WHERE snapshot IS NOT NULL").fetchone()
+    assert snap is not None and (db.parent / snap[0]).read_bytes()[:2] == b"\xff\xd8"
