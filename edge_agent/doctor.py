@@ -261,7 +261,7 @@ def _guard(name: str, check: Callable[[], Check]) -> Check:
     """A check that breaks in a way nobody foresaw is a failed check, not a doctor that stops."""
     try:
         return check()
-    except Exception as exc:  # noqa: BLE001 - reported as the check's result
+    except Exception as exc:
         return Check(FAIL, name, f"{type(exc).__name__}: {exc}", "see the message; run with -v for details")
 
 
@@ -270,7 +270,7 @@ def run_checks(config: AgentConfig, camera_timeout_s: float = 10.0, listen_s: fl
     yield _guard("clock", check_clock)
     try:
         yield from check_state_dir(config)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         yield Check(FAIL, "state directory", f"{type(exc).__name__}: {exc}", "see the message")
     for cam in config.cameras:
         if cam.enabled:
