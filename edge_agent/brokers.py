@@ -63,8 +63,9 @@ class LocalBroker:
         self._dir = Path(tempfile.mkdtemp(prefix="edge-agent-broker-"))
         self._dir.chmod(0o755)
         conf = self._dir / "mosquitto.conf"
+        # a large queue per subscriber: Mosquitto's default (1000) drops QoS 1 messages to a slow console
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "log_dest none\n")
+                        "log_dest none\nmax_queued_messages 100000\n")
         if os.geteuid() == 0:
             try:
                 user = pwd.getpwnam("mosquitto")

@@ -75,7 +75,8 @@ def _where(f: Filters) -> tuple[str, list[Any]]:
             clauses.append("(',' || sensors || ',') LIKE ?")
             args.append(f"%,{f.sensor},%")
         else:
-            clauses.append("id IN (SELECT incident_id FROM evidence WHERE sensor = ?)")
+            # EXISTS probes the (incident_id, sensor, ...) index row by row along the opened index
+            clauses.append("EXISTS (SELECT 1 FROM evidence e WHERE e.incident_id = incidents.id AND e.sensor = ?)")
             args.append(f.sensor)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 

@@ -1,0 +1,154 @@
+"""The incident log at scale, one run:
+
+1. ``incidents list`` on a database of 1,000,000 incidents (and as many evidence rows) with the common
+   filters (goal: under 100 ms each), timed in-process (median of 5) and once through the CLI;
+2. insert throughput the way the agent writes (evidence + alert into the outbox, each its own commit) with
+   ``synchronous=FULL`` against NORMAL, same run.
+
+    .venv/bin/python benchmarks/bench_incidents.py [--incidents 1000000] [--inserts 300] [--keep DB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_agent import review  # noqa: E402
+from edge_agent.model import SEVERITIES, Alert, Evidence, Incident, new_ulid  # noqa: E402
+from edge_agent.store import SEV_RANK, IncidentStore  # noqa: E402
+
+ZONES = ["strip", "fence", "gate", "ford", "track", "ridge", "culvert", "bridge"]
+KINDS = ["intrusion", "loitering", "line_crossing", "metal", "radio", "fused", "sensor_fault"]
+SENSORS = {"thermal": "cam-1", "metal": "md-gate", "radio": "rx-east"}
+
+
+def build(path: Path, n: int) -> float:
+    store = IncidentStore(path)
+    store.db.execute("PRAGMA synchronous=OFF")  # building the fixture, not the measurement
+    rng = random.Random(7)
+    t_end = time.time()
+    t0 = t_end - 3 * 365 * 86400  # three years of a busy sector
+    started = time.perf_counter()
+    batch, ev = [], []
+    for i in range(n):
+        opened = t0 + (t_end - t0) * i / n
+        sev = SEVERITIES[min(4, int(rng.expovariate(1.2)))]
+        kind = rng.choice(KINDS)
+        types = sorted(rng.sample(list(SENSORS), rng.choice([1, 1, 1, 2, 3])))
+        inc_id = new_ulid(opened)
+        acked = rng.random() < 0.7
+        batch.append((inc_id, "r", kind, sev, SEV_RANK[sev], "closed", rng.choice(ZONES), None, 46.55, 15.65, opened,
+                      opened + 60, opened + 180, ",".join(types), f"{kind} {i}", None,
+                      "sgt" if acked else None, opened + 90 if acked else None, None, None, None))
+        ev.append((inc_id, SENSORS[types[0]], types[0], opened, 46.55, 15.65, json.dumps({"n": i})))
+        if len(batch) == 50_000:
+            _flush(store, batch, ev)
+    _flush(store, batch, ev)
+    took = time.perf_counter() - started
+    store.db.execute("ANALYZE")
+    store.close()
+    return took
+
+
+def _flush(store: IncidentStore, batch: list, ev: list) -> None:
+    with store.db.conn:
+        store.db.conn.executemany(f"INSERT INTO incidents VALUES ({','.join('?' * 21)})", batch)
+        store.db.conn.executemany("INSERT INTO evidence (incident_id, sensor, type, ts, lat, lon, data) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?)", ev)
+    batch.clear()
+    ev.clear()
+
+
+def time_list(store: IncidentStore, f: review.Filters) -> tuple[float, int]:
+    times = []
+    rows: list = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        rows = review.list_incidents(store, f, 50)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), len(rows)
+
+
+def inserts(path: Path, n: int, sync: str) -> float:
+    store = IncidentStore(path)
+    store.db.execute(f"PRAGMA synchronous={sync}")
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.time()
+        inc = Incident(new_ulid(t), "strip", "intrusion", "high", t, ("strip", "Strip"))
+        e = Evidence("cam-1", "thermal", t, (("label", "person"), ("confidence", 0.8), ("n", i)), (46.55, 15.65))
+        inc.evidence.append(e)
+        inc.updated = t
+        store.add_evidence(inc, e)
+        inc.alert_id = new_ulid(t)
+        store.queue_alert(Alert(inc.alert_id, inc.incident_id, "s", "b", t, "intrusion", "high", "new", inc.zone,
+                                inc.location, (e,), "bench"))
+    took = time.perf_counter() - t0
+    store.close()
+    return n / took
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--incidents", type=int, default=1_000_000)
+    ap.add_argument("--inserts", type=int, default=300)
+    ap.add_argument("--keep", help="build the big database here and keep it")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=ROOT / ".state" if (ROOT / ".state").exists() else None) as tmp:
+        db = Path(args.keep) if args.keep else Path(tmp) / "big.db"
+        if not db.exists():
+            took = build(db, args.incidents)
+            print(f"built {args.incidents:,} incidents + {args.incidents:,} evidence rows in {took:.0f} s "
+                  f"({db.stat().st_size / 2**20:.0f} MB)")
+        store = IncidentStore(db)
+        now = time.time()
+        cases = [
+            ("newest 50, no filter", review.Filters()),
+            ("--zone gate", review.Filters(zone="gate")),
+            ("--severity high", review.Filters(severity="high")),
+            ("--since 24h", review.Filters(since=now - 86400)),
+            ("--since 7d --zone strip", review.Filters(since=now - 7 * 86400, zone="strip")),
+            ("--kind fused", review.Filters(kind="fused")),
+            ("--state unacknowledged --severity critical", review.Filters(state="unacknowledged",
+                                                                          severity="critical")),
+            ("--sensor metal", review.Filters(sensor="metal")),
+            ("--sensor md-gate", review.Filters(sensor="md-gate")),
+            ("--since 30d --until 23d --zone ford --severity medium",
+             review.Filters(since=now - 30 * 86400, until=now - 23 * 86400, zone="ford", severity="medium")),
+        ]
+        print(f"\nincidents list on {store.db.execute('SELECT COUNT(*) FROM incidents').fetchone()[0]:,} incidents "
+              "(median of 5, in-process; goal < 100 ms):")
+        worst = 0.0
+        for name, f in cases:
+            ms, n = time_list(store, f)
+            worst = max(worst, ms)
+            print(f"  {name:<55} {ms:7.1f} ms  ({n} rows)")
+        print(f"  slowest: {worst:.1f} ms")
+        store.close()
+        exe = Path(sys.executable).with_name("edge-agent")
+        t0 = time.perf_counter()
+        subprocess.run([str(exe), "incidents", "list", "--db", str(db), "--zone", "gate", "--severity", "high"],
+                       capture_output=True, check=True)
+        cli = time.perf_counter() - t0
+        print(f"  the CLI end to end (--zone gate --severity high), Python start-up included: {cli * 1000:.0f} ms")
+
+        full = inserts(Path(tmp) / "full.db", args.inserts, "FULL")
+        normal = inserts(Path(tmp) / "normal.db", args.inserts, "NORMAL")
+        print(f"\ninsert as the agent writes (evidence, then alert + outbox; 2 commits per incident), "
+              f"{args.inserts} incidents:")
+        print(f"  synchronous=FULL   {full:8,.0f} incidents/s")
+        print(f"  synchronous=NORMAL {normal:8,.0f} incidents/s   (FULL costs {normal / full:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
