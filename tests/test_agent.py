@@ -197,3 +197,64 @@ def test_demo_prints_a_fused_incident_and_ends_cleanly(tmp_path: Path, default_o
         assert conn.execute("SELECT COUNT(*) FROM rejected_input").fetchone()[0] >= 1
         snap = conn.execute("SELECT snapshot FROM incidents WHERE snapshot IS NOT NULL").fetchone()
     assert snap is not None and (db.parent / snap[0]).read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_watch_shows_many_boxes_once_each_and_ack_reaches_the_incident(broker: Mosquitto, tmp_path: Path) -> None:
+    procs, udps = [], {}
+    for box in ("box1", "box2"):
+        udps[box] = free_port()
+        cfg = _config(tmp_path / box, broker.port, udps[box], None)
+        cfg["box"] = box
+        (tmp_path / box).mkdir()
+        procs.append(subprocess.Popen([EXE, "run", "--config", str(_write(tmp_path / box, cfg))],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+    cache = tmp_path / "watch.db"
+    watch = subprocess.Popen([EXE, "watch", "--broker", f"127.0.0.1:{broker.port}", "--cache", str(cache),
+                              "--duration", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = Collector(broker.port, "border/t/+/alerts", client_id="test-side")
+    try:
+        assert seen.connected.wait(10)
+        time.sleep(3)  # both boxes up, the console subscribed
+        for udp in udps.values():
+            _send(udp, pmdet("md-1", 1, "ALARM", 90, 1))
+        assert seen.wait(lambda: {m.topic.split("/")[2] for m in seen.on("/alerts")} == {"box1", "box2"}, 20)
+        first = seen.on("/alerts")[0]
+        # a redelivery (at least once): the console shows it once
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        dup = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="redeliver")
+        dup.connect("127.0.0.1", broker.port)
+        dup.loop_start()
+        dup.publish(first.topic, first.payload, qos=1).wait_for_publish(5)
+        dup.loop_stop()
+        alert = seen.json("/alerts")[0]
+        site_box = first.topic.split("/")[2]
+        time.sleep(1.0)
+        ack = subprocess.run([EXE, "ack", alert["alert_id"], "--by", "sgt-novak", "--note", "patrol 3 sent",
+                              "--broker", f"127.0.0.1:{broker.port}", "--cache", str(cache)],
+                             capture_output=True, text=True, timeout=30)
+        assert ack.returncode == 0, ack.stdout + ack.stderr
+        assert f"box t/{site_box} confirmed" in ack.stdout
+        assert seen.wait(lambda: any(p["alert_id"] == alert["alert_id"] and p["state"] == "acknowledged"
+                                     for p in seen.json("/alerts")), 10)
+        out, _ = watch.communicate(timeout=40)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(10)
+        if watch.poll() is None:
+            watch.kill()
+        seen.close()
+    lines = out.splitlines()
+    assert "* box t/box1 is online (version 0.1.0)" in lines and "* box t/box2 is online (version 0.1.0)" in lines
+    news = [ln for ln in lines if " NEW " in ln]
+    assert len(news) == 2 and {("t/box1" in ln) for ln in news} == {True, False}  # one per box, no duplicate
+    assert sum(alert["alert_id"] in ln and " NEW " in ln for ln in lines) == 1
+    assert any(alert["alert_id"] in ln and "ACK" in ln for ln in lines)
+    db = tmp_path / site_box / "state" / "incidents.db"
+    with sqlite3.connect(db) as conn:
+        by, note = conn.execute("SELECT acked_by, ack_note FROM incidents WHERE alert_id = ?",
+                                [alert["alert_id"]]).fetchone()
+    assert (by, note) == ("sgt-novak", "patrol 3 sent")

@@ -96,6 +96,7 @@ def test_csv_and_geojson_exports_hold_every_incident_with_its_evidence(scenario,
     for inc_id, sensor, etype, data in store.db.execute("SELECT incident_id, sensor, type, data FROM evidence"):
         evidence[inc_id].append((sensor, etype, json.loads(data)))
     assert len(incidents) >= 2 and any(k == "fused" for _, k, _, _ in incidents.values())
+    assert {a.incident_id for a in h.alerts} == set(incidents)  # every alerted incident is in the log
 
     rows = list(csv.DictReader(io.StringIO(review.export_csv(store, review.Filters()))))
     by_inc: dict[str, list[tuple]] = defaultdict(list)
