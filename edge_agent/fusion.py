@@ -22,6 +22,7 @@ from geofences.geo import LocalPlane
 from geofences.rules import ZoneEvent
 from sensors.events import MetalEvent, RadioEvent
 
+EMERGENCY_REPEAT_S = 60.0
 ZONE_KINDS: dict[str, AlertKind] = {"entry": "intrusion", "loitering": "loitering", "line_crossing": "line_crossing",
                                     "presence": "intrusion"}
 
@@ -101,6 +102,7 @@ class FusionEngine:
         receiver = self.positions.get(ev.sensor)
         point = self._point((ev.lat, ev.lon)) if ev.kind == "position" and ev.lat is not None else None
         ray = self._ray(receiver, ev.bearing_deg) if ev.kind == "bearing" else None
+        joined = False
         for rule in self.rules:
             if not rule.fixed and ev.sensor not in rule.radio:
                 continue
@@ -112,6 +114,26 @@ class FusionEngine:
                 hit = ev.sensor in rule.radio
             if hit:
                 self._add(rule, Evidence.from_radio(ev, receiver), ev.received, "radio")
+                joined = True
+        if ev.kind == "emergency" and not joined:
+            self._emergency(ev, receiver)
+
+    def _emergency(self, ev: RadioEvent, receiver: tuple[float, float] | None) -> None:
+        """A distress call is news wherever it comes from: an alert of its own (one per radio per window)."""
+        key = f"emergency:{ev.radio_id or ev.sensor}"
+        last = self._recent.get((key, frozenset()), -1e18)
+        if ev.received - last < EMERGENCY_REPEAT_S:
+            return
+        self._recent[(key, frozenset())] = ev.received
+        evidence = Evidence.from_radio(ev, receiver)
+        inc = Incident(new_ulid(ev.received), key, "radio", "high", ev.received, None, [evidence], ev.received)
+        inc.alert_id = new_ulid(ev.received)
+        if self.on_evidence is not None:
+            self.on_evidence(inc, evidence)
+        who = f" from radio {ev.radio_id}" if ev.radio_id else ""
+        freq = f" on {ev.freq_hz / 1e6:.3f} MHz" if ev.freq_hz else ""
+        self.emit(Alert(inc.alert_id, inc.incident_id, self.site, self.box, ev.received, "radio", "high", "new", None,
+                        evidence.location, (evidence,), f"Radio emergency{who}{freq}, heard by {ev.sensor}"))
 
     def sensor_fault(self, sensor: str, reason: str, ts: float, ev: MetalEvent | None = None) -> None:
         """A camera stalled, a detector silent past its heartbeat or tampered with: one alert per episode."""

@@ -187,3 +187,17 @@ def test_a_stalled_camera_and_a_silent_receiver_are_sensor_faults_of_their_kind(
     assert h.alerts[-1].state == "closed" and h.alerts[-1].alert_id == h.alerts[0].alert_id
     for a in h.alerts:
         VALIDATOR.validate(a.payload())
+
+
+def test_a_radio_emergency_is_an_alert_of_its_own_once_a_minute() -> None:
+    h = Harness(ThermalScene.from_url("sim://intrusion"), ROOT / "unused.pt")
+    t = 1_795_435_200.0
+    for i in range(3):  # the same handheld calling again and again: one alert
+        h.radio.handle(radio("rf-1", t + i, "emergency", radio_id="PMR-9", freq_hz=446_006_250), t + i)
+    h.radio.handle(radio("rf-1", t + 70, "emergency", radio_id="PMR-9"), t + 70)
+    emergencies = [a for a in h.alerts if a.kind == "radio"]
+    assert [(a.severity, a.state, a.zone) for a in emergencies] == [("high", "new", None)] * 2
+    assert emergencies[0].summary == "Radio emergency from radio PMR-9 on 446.006 MHz, heard by rf-1"
+    assert emergencies[0].location == h.receiver  # where it was heard
+    for a in h.alerts:
+        VALIDATOR.validate(a.payload())
