@@ -82,7 +82,6 @@ class RunSummary:
     alerts: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, severity) -> count
     incidents: set[str] = field(default_factory=set)
     fused: int = 0
-    latencies_ms: list[float] = field(default_factory=list)  # triggering event -> alert committed
     frames: int = 0
 
 
@@ -109,9 +108,7 @@ class Agent:
         self._first_seen: dict[tuple[str, int], float] = {}
         self._sensor_state: dict[str, str] = {}
         self._detect_ms: dict[str, float] = {}
-        self._event_counts: dict[str, int] = {}
         self._reload_requested = threading.Event()
-        self._trigger_ts: dict[str, float] = {}  # incident -> wall time its latest evidence reached the core
 
     # -- building ----------------------------------------------------------------------------------------
 
@@ -201,7 +198,7 @@ class Agent:
             log.info("camera %s: the source ended", cam_id)
 
     def _feed_event(self, ev: Event) -> None:
-        self._put(("event", ev, time.time()))
+        self._put(("event", ev))
 
     def _mqtt_ack(self, ack: Ack) -> None:
         self._put(("ack", ack))
@@ -252,16 +249,13 @@ class Agent:
                 pixel, geo = self.site.track_points(cam_id, ts, tracks, ages)
             else:
                 pixel, geo = [], []
-            self._arrived = time.time()
             for zev in self.rules.update(cam_id, ts, pixel, geo):
                 self.fusion.on_zone_event(zev)
             for ev in lost:
                 self._first_seen.pop((cam_id, ev.track_id), None)
                 self.rules.forget(cam_id, ev.track_id)
         elif what == "event":
-            _, ev, received = item
-            self._arrived = received
-            self._event_counts[ev.sensor] = self._event_counts.get(ev.sensor, 0) + 1
+            ev = item[1]
             if type(ev).__name__ == "MetalEvent":
                 self.fusion.on_metal(ev)
             else:
@@ -350,9 +344,6 @@ class Agent:
                 self._snapshotted.add(alert.alert_id)
                 alert = replace(alert, snapshot=f"{self.root}/snapshots/{alert.alert_id}")
         self.store.queue_alert(alert, jpeg)
-        arrived = getattr(self, "_arrived", None)
-        if arrived is not None and alert.state in ("new", "updated"):
-            self.summary.latencies_ms.append((time.time() - arrived) * 1000.0)
         key = (alert.kind, alert.severity)
         if alert.state in ("new", "updated"):
             self.summary.alerts[key] = self.summary.alerts.get(key, 0) + 1

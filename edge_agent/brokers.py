@@ -95,8 +95,11 @@ class LocalBroker:
             asyncio.set_event_loop(loop)
 
             async def boot() -> None:
-                self._broker = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}}},
-                                      loop=loop)
+                self._broker = Broker({
+                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                    # anonymous on loopback only; no $SYS topics, no packet logging
+                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                }, loop=loop)
                 await self._broker.start()
 
             try:

@@ -297,3 +297,28 @@ def test_mutual_tls_with_the_example_acl(tmp_path: Path, test_ca: Path) -> None:
         seen.close()
         broker.remove()
         store.close()
+
+
+def test_the_demos_embedded_broker_carries_status_alerts_and_the_will(tmp_path: Path) -> None:
+    from edge_agent.brokers import LocalBroker
+
+    broker = LocalBroker("amqtt").start()
+    assert broker.kind.startswith("embedded amqtt")
+    store = IncidentStore(tmp_path / "incidents.db")
+    seen = Collector(broker.port, ["border/t/box1/alerts", "border/t/box1/status"], client_id="cp-embedded")
+    pub = Publisher(MqttConfig(host="127.0.0.1", port=broker.port), "t", "box1", store)
+    try:
+        assert seen.connected.wait(10)
+        pub.start()
+        alert = _alert("high")
+        store.queue_alert(alert)
+        pub.wake()
+        assert seen.wait(lambda: [p["alert_id"] for p in seen.json("/alerts")] == [alert.alert_id], 15)
+        assert _wait(lambda: store.backlog()[0] == 0, 10)
+        pub.stop()
+        assert seen.wait(lambda: [p["state"] for p in seen.json("/status")][-1:] == ["offline"], 10)
+        jsonschema.validate(seen.json("/alerts")[0], alert_schema())
+    finally:
+        seen.close()
+        broker.stop()
+        store.close()
