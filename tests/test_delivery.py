@@ -322,3 +322,36 @@ def test_the_demos_embedded_broker_carries_status_alerts_and_the_will(tmp_path: 
         seen.close()
         broker.stop()
         store.close()
+
+
+def test_a_snapshot_is_published_on_its_topic_and_inlined_in_the_report(broker: Mosquitto, tmp_path: Path) -> None:
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from edge_agent import review
+
+    store = IncidentStore(tmp_path / "incidents.db")
+    img = np.zeros((120, 160, 3), np.uint8)
+    cv2.rectangle(img, (40, 20), (80, 100), (0, 255, 255), 2)
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    a = _alert("high")
+    topic = f"border/t/box1/snapshots/{a.alert_id}"
+    store.queue_alert(dataclasses.replace(a, snapshot=topic), jpeg)
+    seen = Collector(broker.port, ["border/t/box1/alerts", "border/t/box1/snapshots/+"])
+    assert seen.connected.wait(10)
+    pub = Publisher(MqttConfig(host="127.0.0.1", port=broker.port), "t", "box1", store)
+    pub.start()
+    try:
+        assert seen.wait(lambda: len(seen.on(f"/snapshots/{a.alert_id}")) == 1 and len(seen.on("/alerts")) == 1)
+        assert seen.on(f"/snapshots/{a.alert_id}")[0].payload == jpeg
+        assert seen.json("/alerts")[0]["snapshot"] == topic
+        rel = store.db.execute("SELECT snapshot FROM incidents WHERE id = ?", [a.incident_id]).fetchone()[0]
+        assert (tmp_path / rel).read_bytes() == jpeg
+        page = review.export_html(store, review.Filters())
+        assert "data:image/jpeg;base64," in page
+    finally:
+        pub.stop()
+        seen.close()
+        store.close()
