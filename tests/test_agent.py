@@ -107,7 +107,7 @@ def test_run_stops_on_sigterm_within_5s_offline_with_a_clean_database(broker: Mo
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_sighup_reloads_fusion_rules_and_keeps_the_sensors(broker: Mosquitto, tmp_path: Path) -> None:
+def test_sighup_reloads_rules_keeps_sensors_and_sigkill_leaves_the_will(broker: Mosquitto, tmp_path: Path) -> None:
     udp = free_port()
     cfg = _config(tmp_path, broker.port, udp, None, fusion=False)
     path = _write(tmp_path, cfg)
@@ -127,13 +127,16 @@ def test_sighup_reloads_fusion_rules_and_keeps_the_sensors(broker: Mosquitto, tm
         assert seen.wait(lambda: any(p["kind"] == "metal" and p["zone"]["id"] == "gate"
                                      for p in seen.json("/alerts")), 15)
         assert _states(seen) == ["online"]  # never went offline
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        proc.send_signal(signal.SIGKILL)  # power cut: the broker publishes the last will
+        proc.wait(10)
+        assert seen.wait(lambda: _states(seen)[-1:] == ["offline"], 15)
     finally:
         if proc.poll() is None:
             proc.kill()
         seen.close()
     assert "reloaded zones, lines and fusion rules" in proc.stderr.read()
+    with sqlite3.connect(tmp_path / "state" / "incidents.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_watchdog_is_fed_only_while_every_stage_is_alive(tmp_path: Path) -> None:
