@@ -20,6 +20,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class BrokerUnavailable(RuntimeError):
+    """No broker could be started; the message says what to install or pass."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,7 +88,11 @@ class LocalBroker:
         self.kind = f"mosquitto (private, 127.0.0.1:{self.port})"
 
     def _start_amqtt(self) -> None:
-        from amqtt.broker import Broker
+        try:
+            from amqtt.broker import Broker
+        except ImportError:
+            raise BrokerUnavailable("no broker for the demo: install Mosquitto (apt-get install mosquitto), the "
+                               "embedded one (pip install 'edge-agent[demo]'), or give --broker HOST[:PORT]") from None
 
         ready = threading.Event()
         errors: list[BaseException] = []
@@ -117,7 +125,8 @@ class LocalBroker:
         self._thread.start()
         ready.wait(15)
         if errors or not wait_listening("127.0.0.1", self.port):
-            raise RuntimeError(f"the embedded MQTT broker did not start: {errors[0] if errors else 'not listening'}")
+            why = errors[0] if errors else "not listening"
+            raise BrokerUnavailable(f"the embedded MQTT broker did not start: {why}")
         self.kind = f"embedded amqtt (in-process, 127.0.0.1:{self.port})"
 
     def stop(self) -> None:

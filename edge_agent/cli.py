@@ -188,8 +188,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"mqtt": MqttConfig(host=host, port=int(port) if port else None)})
     if not args.verbose:  # the console is the show; the agent's own log only speaks up for problems
         logging.getLogger().setLevel(logging.WARNING)
-    result = run_demo(config, path, lambda line: print(line, flush=True), args.duration, (args.embedded_broker
-                      and "amqtt") or "auto")
+    from edge_agent.brokers import BrokerUnavailable
+
+    try:
+        result = run_demo(config, path, lambda line: print(line, flush=True), args.duration,
+                          "amqtt" if args.embedded_broker else "auto")
+    except BrokerUnavailable as exc:
+        raise UsageError(str(exc)) from None
     for line in summary_lines(result):
         print(line)
     return 0
