@@ -173,6 +173,7 @@ class Publisher:
             info = self.client.publish(f"{self.root}/status", self._status("offline"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        self.connected.clear()  # a disconnect we asked for is no news
         self.client.disconnect()
         self.client.loop_stop()
 
