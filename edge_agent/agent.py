@@ -126,6 +126,9 @@ class Agent:
         self.root = topic_root(cfg.mqtt.prefix if cfg.mqtt else "border", cfg.site, cfg.box)
         self.store = IncidentStore(cfg.db_path, max_rejects=cfg.incident_log.max_rejects,
                                    snapshot_max_bytes=cfg.incident_log.snapshot_max_kb * 1024)
+        left_open = self.store.close_open(time.time())
+        if left_open:
+            log.info("closed %d incident(s) a previous run left open", left_open)
         self._build_rules(cfg)
         cams = [c for c in cfg.cameras if c.enabled]
         if cams:

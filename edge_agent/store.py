@@ -219,6 +219,18 @@ class IncidentStore:
                             [ts, incident_id])
             self._chain_incident(incident_id)
 
+    def close_open(self, ts: float) -> int:
+        """At start-up: incidents a previous run left open cannot gain evidence any more (fusion state lives
+        in memory), so they are closed at their last update. Their alerts keep their state: an unacknowledged
+        critical one still escalates."""
+        with self._tx():
+            ids = [r[0] for r in self.db.execute("SELECT id FROM incidents WHERE state = 'open'")]
+            for inc_id in ids:
+                self.db.execute("UPDATE incidents SET state = 'closed', closed = MIN(updated, ?) WHERE id = ?",
+                                [ts, inc_id])
+                self._chain_incident(inc_id)
+        return len(ids)
+
     # -- alerts and the outbox -------------------------------------------------------------------------
 
     def queue_alert(self, alert: Alert, snapshot: bytes | None = None) -> int:

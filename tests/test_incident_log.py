@@ -243,3 +243,20 @@ def test_incidents_list_filters_and_show(tmp_path: Path) -> None:
     stats = json.loads(subprocess.run([EXE, "incidents", "stats", "--db", db, "--json"], capture_output=True,
                                       text=True).stdout)
     assert stats["incidents"] == 3 and stats["by_zone"] == {"strip": 2, "fence": 1} and stats["acknowledged"] == 1
+
+
+def test_incidents_a_killed_run_left_open_are_closed_at_the_next_start(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    t = time.time() - 600
+    left = _incident(store, t)  # the run that wrote it was killed before the incident went quiet
+    assert store.db.execute("SELECT state FROM incidents").fetchone()[0] == "open"
+    assert store.close_open(time.time()) == 1
+    state, closed = store.db.execute("SELECT state, closed FROM incidents WHERE id = ?",
+                                     [left.incident_id]).fetchone()
+    assert state == "closed" and closed == pytest.approx(t)
+    assert store.close_open(time.time()) == 0 and store.verify() == []
+    assert store.retain(time.time() + 400 * 86400, 365 * 86400, 730 * 86400) == []  # its alert is not out yet
+    store.delivered([r[0] for r in store.db.execute("SELECT seq FROM outbox")], time.time())
+    removed = store.retain(time.time() + 400 * 86400, 365 * 86400, 730 * 86400)
+    assert removed == [(left.incident_id, "incident", "age")]  # and so retention can remove it in time
+    store.close()
