@@ -524,13 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.verbose, args.log_json or os.environ.get("EDGE_AGENT_LOG") == "json", _secrets(args))
     from detectors.base import DetectorUnavailable
     from edge_agent.models import ModelError
+    from edge_agent.store import StoreError
 
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (UsageError, DetectorUnavailable, ModelError, ValueError) as exc:
+    except (UsageError, DetectorUnavailable, ModelError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -149,7 +149,13 @@ class IncidentStore:
             self.db.execute("PRAGMA synchronous=FULL")  # a committed incident or outbox row survives power loss
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise StoreError(f"incident database {self.path}: {exc}: it is damaged or not an SQLite file; move "
+                                 "it aside (keep it for the record) and the agent starts a new one") from None
+            raise StoreError(f"incident database {self.path}: {exc}; check that the folder exists, is writable "
+                             "by the agent's user and the disk is not full") from None
+        except OSError as exc:
             raise StoreError(f"incident database {self.path}: {exc}; check that the folder exists, is writable "
                              "by the agent's user and the disk is not full") from None
 

@@ -260,3 +260,14 @@ def test_incidents_a_killed_run_left_open_are_closed_at_the_next_start(tmp_path:
     removed = store.retain(time.time() + 400 * 86400, 365 * 86400, 730 * 86400)
     assert removed == [(left.incident_id, "incident", "age")]  # and so retention can remove it in time
     store.close()
+
+
+def test_a_damaged_database_file_gets_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "incidents.db"
+    bad.write_bytes(b"this is no database\n" * 200)
+    out = subprocess.run([EXE, "incidents", "list", "--db", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"incident database {bad}: file is not a database: it is damaged or not an SQLite file" in out.stderr
+    missing = subprocess.run([EXE, "incidents", "list", "--db", str(tmp_path / "nope.db")], capture_output=True,
+                             text=True)
+    assert missing.returncode == 2 and "no incident database at" in missing.stderr
