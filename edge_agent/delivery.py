@@ -97,10 +97,19 @@ def make_client(cfg: MqttConfig, client_id: str, persistent: bool = False) -> mq
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.secret())
     if cfg.tls is not None:
-        client.tls_set(ca_certs=str(cfg.tls.ca_file), certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                       keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None, cert_reqs=ssl.CERT_REQUIRED,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.tls_insecure_set(cfg.tls.insecure)
+        t = cfg.tls
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(t, key)
+            if path is not None and not path.is_file():
+                raise ValueError(f"mqtt.tls.{key}: {path} does not exist or is not a file")
+        try:
+            client.tls_set(ca_certs=str(t.ca_file), certfile=str(t.cert_file) if t.cert_file else None,
+                           keyfile=str(t.key_file) if t.key_file else None, cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"mqtt.tls: cannot use {t.ca_file}, {t.cert_file}, {t.key_file}: {exc} (PEM files, "
+                             "the key matching the certificate?)") from None
+        client.tls_insecure_set(t.insecure)
     client.reconnect_delay_set(int(max(1, cfg.reconnect_min_s)), int(max(1, cfg.reconnect_max_s)))
     return client
 

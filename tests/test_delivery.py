@@ -237,6 +237,18 @@ def test_ids_are_checked_before_they_become_topic_levels() -> None:
         parse_ack(json.dumps({"alert_id": new_ulid(), "by": ""}).encode())
 
 
+
+def test_missing_or_wrong_tls_files_are_named(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    with pytest.raises(ValueError, match=r"mqtt\.tls\.ca_file: .*nope\.crt does not exist"):
+        Publisher(MqttConfig(host="localhost", tls=TlsConfig(ca_file=tmp_path / "nope.crt")), "t", "b", store)
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate")
+    with pytest.raises(ValueError, match=r"mqtt\.tls: cannot use .*junk\.crt"):
+        Publisher(MqttConfig(host="localhost", tls=TlsConfig(ca_file=junk)), "t", "b", store)
+    store.close()
+
+
 @pytest.fixture(scope="module")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ca")
