@@ -41,6 +41,7 @@ from edge_agent.model import Alert, iso_ms
 from edge_agent.sdnotify import Notifier
 from edge_agent.store import Ack, IncidentStore, Rejected, StoreError
 from edge_agent.zones import Site
+from sensors.events import MetalEvent
 from sensors.feeds import Event, SensorFeed
 from sensors.frames import ThermalFrame
 from sensors.thermal import ThermalCamera
@@ -259,7 +260,7 @@ class Agent:
                 self.rules.forget(cam_id, ev.track_id)
         elif what == "event":
             ev = item[1]
-            if type(ev).__name__ == "MetalEvent":
+            if isinstance(ev, MetalEvent):
                 self.fusion.on_metal(ev)
             else:
                 self.fusion.on_radio(ev)
@@ -294,9 +295,10 @@ class Agent:
                     if sensor not in silent and self._sensor_state.get(sensor) == "faulty":
                         self._sensor(sensor, "ok", "heartbeat back", now)
         for cam in self.cameras.values():
-            bad = list(cam.counters.rejects)
+            bad = []
+            while cam.counters.rejects:  # popleft: a frame rejected meanwhile by the reader thread is not lost
+                bad.append(cam.counters.rejects.popleft())
             if bad:
-                cam.counters.rejects.clear()
                 self.store.add_rejects(Rejected(r.camera_id, r.ts, r.reason, b"") for r in bad)
         if self.config.mqtt is not None:
             for alert in self.store.due_escalations(now, self.config.mqtt.escalate_after_s):

@@ -261,3 +261,33 @@ def test_watch_shows_many_boxes_once_each_and_ack_reaches_the_incident(broker: M
         by, note = conn.execute("SELECT acked_by, ack_note FROM incidents WHERE alert_id = ?",
                                 [alert["alert_id"]]).fetchone()
     assert (by, note) == ("sgt-novak", "patrol 3 sent")
+
+
+def test_bad_frames_and_bad_lines_end_up_in_the_incident_log(tmp_path: Path, default_ov320: Path) -> None:
+    import cv2
+    import numpy as np
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        cv2.imwrite(str(frames / f"f{i}0.png"), rng.integers(20, 60, (240, 320), dtype=np.uint8))
+    (frames / "f15.png").write_bytes(b"\x89PNG broken in transfer")  # a corrupt file mid-recording
+    udp = free_port()
+    cfg = _config(tmp_path, 1, udp, None)
+    del cfg["mqtt"]
+    cfg["detector"] = {"model": str(default_ov320), "imgsz": 320}
+    cfg["cameras"] = [{"id": "cam-rec", "source": str(frames), "pixel_format": "gray8"}]
+    agent = Agent(parse_config(yaml.safe_dump(cfg)))
+    agent.start()
+    try:
+        _send(udp, "$PMDET,md-1,1,ALARM,50,1*00")  # wrong checksum
+        agent.run_forever(20, until=lambda: agent.stages["detect:cam-rec"].finished)
+        time.sleep(1.0)  # one more housekeeping turn
+    finally:
+        agent.stop()
+    with sqlite3.connect(tmp_path / "state" / "incidents.db") as conn:
+        rows = conn.execute("SELECT sensor, reason FROM rejected_input ORDER BY id").fetchall()
+    assert [s for s, _ in rows if s == "cam-rec"] == ["cam-rec"], rows  # the corrupt file, and only it
+    assert any(s == "md-1" and "checksum" in r for s, r in rows), rows
+    assert agent.summary.frames >= 4
