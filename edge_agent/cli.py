@@ -11,9 +11,22 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent import __version__
-from edge_agent.config import AgentConfig, CameraConfig, ConfigError, json_schema, load_config
+from edge_agent.paths import ConfigError, default_state_dir
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig, CameraConfig
+
+# The configuration models (pydantic, OpenCV, shapely) load only for verbs that read a config: the incident
+# verbs with --db start in a fraction of the time.
+
+
+def load_config(path: Path | str) -> AgentConfig:
+    from edge_agent.config import load_config as load
+
+    return load(path)
 
 
 class UsageError(Exception):
@@ -33,6 +46,8 @@ def _secrets(args: argparse.Namespace) -> list[str]:
 
 
 def _load(path: str | None) -> AgentConfig:
+    from edge_agent.config import AgentConfig
+
     if path is None:
         return AgentConfig.model_validate({"site": "local", "box": "local"})
     return load_config(path)
@@ -116,6 +131,8 @@ def cmd_zones_where(args: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
+    from edge_agent.config import json_schema
+
     text = json.dumps(json_schema(), indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
@@ -137,6 +154,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _camera_for(config: AgentConfig, source: str) -> CameraConfig:
+    from edge_agent.config import CameraConfig
+
     for cam in config.cameras:
         if source in (cam.id, cam.source):
             return cam
@@ -211,8 +230,6 @@ def _db(args: argparse.Namespace) -> Path:
         return Path(args.db)
     if getattr(args, "config", None):
         return load_config(args.config).db_path
-    from edge_agent.config import default_state_dir
-
     return default_state_dir() / "incidents.db"
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,20 +11,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from detectors.yolo import YoloConfig
+from edge_agent.paths import ConfigError, default_state_dir
 from geofences.geo import GeoCalibration, GroundControlPoint
 from geofences.zones import GeometryError, make_line, make_polygon
 from sensors.thermal import CameraSpec
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 ID_RULE = "letters, digits, '_' and '-', 1 to 64 characters"
-
-
-def default_state_dir() -> Path:
-    """Where models and data live when the config does not say: $EDGE_AGENT_HOME, else ~/.local/share."""
-    env = os.environ.get("EDGE_AGENT_HOME")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "edge-agent"
 
 
 class Strict(BaseModel):
@@ -369,16 +361,6 @@ class AgentConfig(Strict):
     @property
     def db_path(self) -> Path:
         return self.incident_log.path or self.state_dir / "incidents.db"
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; ``problems`` lists every one, each with where and why."""
-
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
-        self.path = Path(path)
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n{lines}")
 
 
 def _node_lines(node: yaml.Node, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], int]]:

@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from geofences.rules import ZoneEvent
-from sensors.events import MetalEvent, RadioEvent
+if TYPE_CHECKING:  # annotations only: the incident log and its CLI need no geometry
+    from geofences.rules import ZoneEvent
+    from sensors.events import MetalEvent, RadioEvent
 
 SCHEMA_ID = "edge-agent/alert@1"
 SEVERITIES = ("info", "low", "medium", "high", "critical")
