@@ -281,6 +281,7 @@ def test_bad_frames_and_bad_lines_end_up_in_the_incident_log(tmp_path: Path, def
     agent = Agent(parse_config(yaml.safe_dump(cfg)))
     agent.start()
     try:
+        assert agent.feeds["md-1"].reader.wait_ready(5)  # bound before anything is sent
         _send(udp, "$PMDET,md-1,1,ALARM,50,1*00")  # wrong checksum
         agent.run_forever(20, until=lambda: agent.stages["detect:cam-rec"].finished)
         time.sleep(1.0)  # one more housekeeping turn
