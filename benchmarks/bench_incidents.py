@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent import review  # noqa: E402
-from edge_agent.model import SEVERITIES, Alert, Evidence, Incident, new_ulid  # noqa: E402
+from edge_agent.model import SEVERITIES, new_ulid  # noqa: E402
 from edge_agent.store import SEV_RANK, IncidentStore  # noqa: E402
+from tests.incidents import log_incident  # noqa: E402
 
 ZONES = ["strip", "fence", "gate", "ford", "track", "ridge", "culvert", "bridge"]
 KINDS = ["intrusion", "loitering", "line_crossing", "metal", "radio", "fused", "sensor_fault"]
@@ -83,16 +84,8 @@ def inserts(path: Path, n: int, sync: str) -> float:
     store = IncidentStore(path)
     store.db.execute(f"PRAGMA synchronous={sync}")
     t0 = time.perf_counter()
-    for i in range(n):
-        t = time.time()
-        inc = Incident(new_ulid(t), "strip", "intrusion", "high", t, ("strip", "Strip"))
-        e = Evidence("cam-1", "thermal", t, (("label", "person"), ("confidence", 0.8), ("n", i)), (46.55, 15.65))
-        inc.evidence.append(e)
-        inc.updated = t
-        store.add_evidence(inc, e)
-        inc.alert_id = new_ulid(t)
-        store.queue_alert(Alert(inc.alert_id, inc.incident_id, "s", "b", t, "intrusion", "high", "new", inc.zone,
-                                inc.location, (e,), "bench"))
+    for _ in range(n):
+        log_incident(store, time.time(), severity="high", sensor="cam-1", summary="bench")
     took = time.perf_counter() - t0
     store.close()
     return n / took

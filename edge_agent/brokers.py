@@ -41,6 +41,18 @@ def wait_listening(host: str, port: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def give_to_mosquitto(path: Path) -> None:
+    """Run as root, Mosquitto drops to the 'mosquitto' user: it must own the folder it reads and writes."""
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, user.pw_uid, user.pw_gid)
+
+
 class LocalBroker:
     """Start with ``start()``; ``kind`` says which one runs; ``stop()`` ends it."""
 
@@ -70,13 +82,7 @@ class LocalBroker:
         # a large queue per subscriber: Mosquitto's default (1000) drops QoS 1 messages to a slow console
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                         "log_dest none\nmax_queued_messages 100000\n")
-        if os.geteuid() == 0:
-            try:
-                user = pwd.getpwnam("mosquitto")
-                os.chown(self._dir, user.pw_uid, user.pw_gid)
-                os.chown(conf, user.pw_uid, user.pw_gid)
-            except KeyError:
-                pass
+        give_to_mosquitto(self._dir)
         self._proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not wait_listening("127.0.0.1", self.port):
             self._proc.kill()

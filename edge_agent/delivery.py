@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,6 +28,7 @@ from edge_agent import __version__
 from edge_agent.config import MqttConfig
 from edge_agent.model import iso_ms
 from edge_agent.store import Ack, IncidentStore
+from sensors.events import ParseError, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,14 @@ def topic_root(prefix: str, site: str, box: str) -> str:
     return f"{prefix}/{site}/{box}"
 
 
-def parse_ts(value: Any) -> float:
+def _ack_time(value: Any, now: float | None) -> float:
+    """An ack's ts: RFC 3339 text with an offset (the contract's parser), epoch seconds or milliseconds, or
+    now when the command post sent none."""
+    if value is None:
+        return now or time.time()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) / 1000.0 if value > 1e11 else float(value)
-    if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    raise ValueError(f"not a time: {value!r}")
+    return parse_time(value)
 
 
 def parse_ack(payload: bytes, now: float | None = None) -> Ack:
@@ -75,9 +77,9 @@ def parse_ack(payload: bytes, now: float | None = None) -> Ack:
     if not isinstance(note, str) or len(note) > 1000:
         raise AckError("note: text of at most 1000 characters")
     try:
-        ts = parse_ts(data["ts"]) if data.get("ts") is not None else (now or time.time())
-    except ValueError as exc:
-        raise AckError(f"ts: {exc}") from None
+        ts = _ack_time(data.get("ts"), now)
+    except ParseError as exc:
+        raise AckError(str(exc)) from None
     return Ack(alert_id, by.strip(), ts, note)
 
 

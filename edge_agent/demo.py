@@ -20,6 +20,7 @@ from edge_agent.brokers import LocalBroker, free_port
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.sensors_script import Line, script_for
 from edge_agent.watch import Console
+from sensors.events import parse_time
 from sensors.lines import parse_url
 
 
@@ -76,8 +77,7 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
 
     def on_alert(p: dict[str, Any], received: float) -> None:
         if p["state"] == "new":
-            ts = datetime.fromisoformat(p["ts"].replace("Z", "+00:00")).timestamp()
-            latencies.append((received - ts) * 1000.0)
+            latencies.append((received - parse_time(p["ts"])) * 1000.0)
 
     console = Console(config.mqtt, show, on_alert=on_alert, client_id="demo-command-post")
     console.start()

@@ -29,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from edge_agent.model import SEVERITIES, Alert, Evidence, Incident
+from sensors.events import parse_time
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 GENESIS = "0" * 64
@@ -248,13 +249,13 @@ class IncidentStore:
         now = time.time()
         rank = SEV_RANK[alert.severity]
         snap_rel = self._write_snapshot(alert.alert_id, snapshot) if snapshot is not None else None
-        if alert.snapshot is None:  # later states of an alert point at the snapshot its first state had
-            prev = self.db.execute("SELECT payload FROM alerts WHERE alert_id = ?", [alert.alert_id]).fetchone()
-            if prev is not None and json.loads(prev[0]).get("snapshot"):
-                alert = replace(alert, snapshot=json.loads(prev[0])["snapshot"])
-        payload = alert.to_json()
-        known = self.db.execute("SELECT created, acked, escalated FROM alerts WHERE alert_id = ?",
+        known = self.db.execute("SELECT created, acked, escalated, payload FROM alerts WHERE alert_id = ?",
                                 [alert.alert_id]).fetchone()
+        if alert.snapshot is None and known is not None:  # later states point at the first state's snapshot
+            earlier = json.loads(known[3]).get("snapshot")
+            if earlier:
+                alert = replace(alert, snapshot=earlier)
+        payload = alert.to_json()
         self.db["alerts"].upsert({
             "alert_id": alert.alert_id, "incident_id": alert.incident_id, "kind": alert.kind,
             "severity": alert.severity, "sev_rank": rank, "state": alert.state,
@@ -562,16 +563,11 @@ class IncidentStore:
 
 def alert_from_payload(p: dict[str, Any]) -> Alert:
     """An alert back from its stored payload (for state changes: acknowledged, escalated)."""
-    from datetime import datetime
-
-    def ts(text: str) -> float:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
     evidence = tuple(
-        Evidence(e["sensor"], e["type"], ts(e["ts"]),
+        Evidence(e["sensor"], e["type"], parse_time(e["ts"]),
                  tuple((k, v) for k, v in e.items() if k not in ("sensor", "type", "ts")))
         for e in p["evidence"])
     zone = (p["zone"]["id"], p["zone"]["name"]) if p.get("zone") else None
     loc = (p["location"]["lat"], p["location"]["lon"]) if p.get("location") else None
-    return Alert(p["alert_id"], p["incident_id"], p["site"], p["box"], ts(p["ts"]), p["kind"], p["severity"],
+    return Alert(p["alert_id"], p["incident_id"], p["site"], p["box"], parse_time(p["ts"]), p["kind"], p["severity"],
                  p["state"], zone, loc, evidence, p["summary"], p.get("snapshot"))

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 from edge_agent.config import MqttConfig, default_state_dir
 from edge_agent.delivery import IDENT_RE, ULID_RE, ack_payload, make_client
+from sensors.events import parse_time
 
 STATE_MARK = {"new": "NEW", "updated": "UPD", "acknowledged": "ACK", "escalated": "ESC!", "closed": "CLOSED"}
 
@@ -59,7 +60,7 @@ class AlertCache:
 
 
 def alert_line(p: dict[str, Any], received: float | None = None) -> str:
-    ts = datetime.fromisoformat(p["ts"].replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+    ts = datetime.fromtimestamp(parse_time(p["ts"])).strftime("%H:%M:%S")
     zone = p["zone"]["name"] if p.get("zone") else "-"
     sensors = "+".join(sorted({e["type"] for e in p.get("evidence", [])})) or "-"
     snap = " [snapshot]" if p.get("snapshot") else ""

@@ -161,25 +161,40 @@ class LineReader:
 
     # -- transports ----------------------------------------------------------------------------------------
 
-    def _run_udp(self, stop: threading.Event) -> None:
+    def _listen(self, stop: threading.Event, kind: str, make: Callable[[], socket.socket]) -> socket.socket | None:
+        """Bind a listening socket, retrying with backoff until it works or ``stop`` is set."""
         delay = self.spec.backoff_min_s
         while not stop.is_set():
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.bind((self.host, self.port))
+                sock = make()
             except OSError as exc:
-                delay = self._backoff(stop, delay, f"cannot listen on udp {self.host}:{self.port}: {exc}")
+                delay = self._backoff(stop, delay, f"cannot listen on {kind} {self.host}:{self.port}: {exc}")
                 continue
             self.bound_port = sock.getsockname()[1]
             self.counters.state = "online"
             self._ready.set()
-            with sock:
-                while not stop.is_set():
-                    if not select.select([sock], [], [], 0.2)[0]:
-                        continue
-                    data = sock.recv(65535)
-                    self._deliver(LineSplitter(self.spec.max_line), data, end=True)  # a datagram is complete
+            return sock
+        return None
+
+    def _run_udp(self, stop: threading.Event) -> None:
+        def bind() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError:
+                sock.close()
+                raise
+            return sock
+
+        sock = self._listen(stop, "udp", bind)
+        if sock is None:
             return
+        with sock:
+            while not stop.is_set():
+                if not select.select([sock], [], [], 0.2)[0]:
+                    continue
+                data = sock.recv(65535)
+                self._deliver(LineSplitter(self.spec.max_line), data, end=True)  # a datagram is complete
 
     def _stream(self, conn: socket.socket, stop: threading.Event) -> None:
         splitter = LineSplitter(self.spec.max_line)
@@ -217,25 +232,17 @@ class LineReader:
             delay = self._backoff(stop, delay, f"tcp {self.host}:{self.port} closed the connection")
 
     def _run_tcp_server(self, stop: threading.Event) -> None:
-        delay = self.spec.backoff_min_s
-        while not stop.is_set():
-            try:
-                srv = socket.create_server((self.host, self.port), reuse_port=False)
-            except OSError as exc:
-                delay = self._backoff(stop, delay, f"cannot listen on tcp {self.host}:{self.port}: {exc}")
-                continue
-            self.bound_port = srv.getsockname()[1]
-            self.counters.state = "online"
-            self._ready.set()
-            with srv:
-                srv.settimeout(0.2)
-                while not stop.is_set():
-                    try:
-                        conn, _ = srv.accept()
-                    except TimeoutError:
-                        continue
-                    threading.Thread(target=self._serve_client, args=(conn, stop), daemon=True).start()
+        srv = self._listen(stop, "tcp", lambda: socket.create_server((self.host, self.port), reuse_port=False))
+        if srv is None:
             return
+        with srv:
+            srv.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=self._serve_client, args=(conn, stop), daemon=True).start()
 
     def _serve_client(self, conn: socket.socket, stop: threading.Event) -> None:
         with conn:

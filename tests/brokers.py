@@ -4,10 +4,7 @@ port (persistence on, so a graceful stop keeps queued messages), and an MQTT sub
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -18,37 +15,27 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.brokers import free_port, give_to_mosquitto, wait_listening
+
+__all__ = ["ROOT", "Collector", "Mosquitto", "free_port", "wait_for", "wait_port"]
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_port(port: int, timeout: float = 10.0) -> None:
+    if not wait_listening("127.0.0.1", port, timeout):
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
+    """Poll until ``predicate()`` is true or ``timeout`` seconds have passed; its last answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def _give_to_mosquitto(path: Path) -> None:
-    """Run as root, Mosquitto drops to the 'mosquitto' user: it must own what it reads and writes."""
-    if os.geteuid() != 0:
-        return
-    try:
-        user = pwd.getpwnam("mosquitto")
-    except KeyError:
-        return
-    for p in [path, *path.rglob("*")]:
-        os.chown(p, user.pw_uid, user.pw_gid)
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 class Mosquitto:
@@ -81,7 +68,7 @@ class Mosquitto:
             lines.append(f"acl_file {self.dir}/acl")
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
-        _give_to_mosquitto(self.dir)
+        give_to_mosquitto(self.dir)
 
     def start(self) -> Mosquitto:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
@@ -145,12 +132,7 @@ class Collector:
         return [json.loads(m.payload) for m in self.on(suffix)]
 
     def wait(self, predicate: Any, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return bool(predicate())
+        return wait_for(predicate, timeout)
 
     def close(self) -> None:
         self.client.disconnect()

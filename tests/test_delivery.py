@@ -21,7 +21,7 @@ from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.delivery import AckError, Publisher, ack_payload, parse_ack, topic_root
 from edge_agent.model import Alert, Evidence, alert_schema, new_ulid
 from edge_agent.store import IncidentStore
-from tests.brokers import ROOT, Collector, Mosquitto
+from tests.brokers import ROOT, Collector, Mosquitto, wait_for
 
 pytestmark = pytest.mark.integration
 AGENT = [sys.executable, str(ROOT / "tests" / "agents" / "outbox_agent.py")]
@@ -43,12 +43,7 @@ def _count(db: Path, sql: str) -> int:
 
 
 def _wait(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
+    return wait_for(pred, timeout)
 
 
 def _agent(db: Path, port: int, count: int, rate: float) -> subprocess.Popen[str]:

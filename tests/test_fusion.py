@@ -13,9 +13,9 @@ import pytest
 from edge_agent.config import AgentConfig
 from edge_agent.fusion import FusionEngine
 from edge_agent.model import SEVERITIES, Alert, alert_schema, new_ulid
+from edge_agent.sensors_script import pmdet as sentence
 from edge_agent.zones import Site
 from geofences.rules import ZoneEvent
-from sensors.events import nmea_checksum
 from sensors.feeds import SensorFeed
 from sensors.sim import ThermalScene
 from tests.conftest import ROOT
@@ -25,8 +25,7 @@ VALIDATOR = jsonschema.Draft202012Validator(alert_schema())
 
 
 def pmdet(sensor: str, seq: int, event: str, level: int = 80, zone: int = 1) -> bytes:
-    body = f"PMDET,{sensor},{seq},{event},{level},{zone}".encode()
-    return b"$" + body + b"*%02X" % nmea_checksum(body)
+    return sentence(sensor, seq, event, level, zone).encode()
 
 
 def radio(sensor: str, ts: float, kind: str, **kw: object) -> bytes:

@@ -20,29 +20,17 @@ import pytest
 import shapely.geometry
 
 from edge_agent import review
-from edge_agent.model import Alert, Evidence, Incident, new_ulid
+from edge_agent.model import Alert, new_ulid
 from edge_agent.store import Ack, IncidentStore, Rejected
 from edge_agent.zones import Site
 from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT
+from tests.incidents import log_incident
 from tests.test_fusion import Harness, pmdet, radio
 
 EXE = str(Path(sys.executable).with_name("edge-agent"))
 WRITER = ROOT / "tests" / "agents" / "burst_writer.py"
-
-
-def _incident(store: IncidentStore, t: float, zone: str = "strip", severity: str = "medium",
-              latlon: tuple[float, float] | None = (46.5502, 15.65), sensor: str = "cam") -> Incident:
-    inc = Incident(new_ulid(t), zone, "intrusion", severity, t, (zone, zone.title()))  # type: ignore[arg-type]
-    ev = Evidence(sensor, "thermal", t, (("label", "person"), ("confidence", 0.8), ("track_id", 3)), latlon)
-    inc.evidence.append(ev)
-    inc.updated = t
-    store.add_evidence(inc, ev)
-    inc.alert_id = new_ulid(t)
-    store.queue_alert(Alert(inc.alert_id, inc.incident_id, "s", "b", t, "intrusion", inc.severity, "new", inc.zone,
-                            inc.location, (ev,), f"Person entered {zone}"))
-    return inc
 
 
 @pytest.mark.integration
@@ -134,7 +122,7 @@ def test_csv_and_geojson_exports_hold_every_incident_with_its_evidence(scenario,
 def test_verify_finds_a_row_edited_in_the_sqlite3_shell_and_a_deleted_row(tmp_path: Path) -> None:
     store = IncidentStore(tmp_path / "incidents.db")
     t = time.time()
-    a, b, c = (_incident(store, t + i) for i in range(3))
+    a, b, c = (log_incident(store, t + i) for i in range(3))
     store.acknowledge(Ack(a.alert_id or "", "sgt-novak", t + 10, "patrol sent"))
     assert store.verify() == []
     store.close()
@@ -159,13 +147,13 @@ def test_retention_removes_old_then_snapshots_then_oldest_and_keeps_unacked_crit
     store = IncidentStore(tmp_path / "incidents.db")
     day = 86400.0
     now = time.time()
-    old = _incident(store, now - 400 * day)
-    old_crit = _incident(store, now - 500 * day, severity="critical")
-    recent = [_incident(store, now - (10 - i) * day) for i in range(3)]
+    old = log_incident(store, now - 400 * day)
+    old_crit = log_incident(store, now - 500 * day, severity="critical")
+    recent = [log_incident(store, now - (10 - i) * day) for i in range(3)]
     for inc in (old, old_crit, *recent):
         store.close_incident(inc.incident_id, inc.opened + 60)
     store.delivered([r[0] for r in store.db.execute("SELECT seq FROM outbox")], now)
-    pending = _incident(store, now - 600 * day)  # never delivered: never removed
+    pending = log_incident(store, now - 600 * day)  # never delivered: never removed
     store.close_incident(pending.incident_id, pending.opened + 60)
     # a snapshot on the oldest recent one
     snap_alert = Alert(new_ulid(), recent[0].incident_id, "s", "b", recent[0].opened, "intrusion", "medium", "updated",
@@ -215,9 +203,9 @@ def test_an_old_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
 def test_incidents_list_filters_and_show(tmp_path: Path) -> None:
     store = IncidentStore(tmp_path / "incidents.db")
     t = time.time() - 3600
-    a = _incident(store, t, zone="strip", severity="high", sensor="cam-a")
-    _incident(store, t + 60, zone="fence", severity="low")
-    c = _incident(store, t + 120, zone="strip", severity="critical", sensor="cam-b")
+    a = log_incident(store, t, zone="strip", severity="high", sensor="cam-a")
+    log_incident(store, t + 60, zone="fence", severity="low")
+    c = log_incident(store, t + 120, zone="strip", severity="critical", sensor="cam-b")
     store.acknowledge(Ack(a.alert_id or "", "sgt-novak", t + 200, "seen"))
     store.close()
     db = str(tmp_path / "incidents.db")
@@ -248,7 +236,7 @@ def test_incidents_list_filters_and_show(tmp_path: Path) -> None:
 def test_incidents_a_killed_run_left_open_are_closed_at_the_next_start(tmp_path: Path) -> None:
     store = IncidentStore(tmp_path / "incidents.db")
     t = time.time() - 600
-    left = _incident(store, t)  # the run that wrote it was killed before the incident went quiet
+    left = log_incident(store, t)  # the run that wrote it was killed before the incident went quiet
     assert store.db.execute("SELECT state FROM incidents").fetchone()[0] == "open"
     assert store.close_open(time.time()) == 1
     state, closed = store.db.execute("SELECT state, closed FROM incidents WHERE id = ?",

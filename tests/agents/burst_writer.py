@@ -9,22 +9,14 @@ from __future__ import annotations
 import sys
 import time
 
-from edge_agent.model import Alert, Evidence, Incident, new_ulid
 from edge_agent.store import IncidentStore
+from tests.incidents import log_incident
 
 
 def main() -> None:
     store = IncidentStore(sys.argv[1])
     while True:
-        t = time.time()
-        inc = Incident(new_ulid(t), "strip", "intrusion", "high", t, ("strip", "Strip"))
-        ev = Evidence("cam", "thermal", t, (("label", "person"), ("confidence", 0.9)), (46.55, 15.65))
-        inc.evidence.append(ev)
-        inc.updated = t
-        store.add_evidence(inc, ev)
-        inc.alert_id = new_ulid(t)
-        store.queue_alert(Alert(inc.alert_id, inc.incident_id, "s", "b", t, "intrusion", "high", "new", inc.zone,
-                                inc.location, (ev,), "burst"))
+        inc = log_incident(store, time.time(), severity="high", summary="burst")
         print(inc.incident_id, flush=True)
 
 
