@@ -39,6 +39,17 @@ fi
 say "unit: $D/etc/systemd/system/edge-agent.service"
 install -d "$D/etc/systemd/system" "$D/etc/edge-agent" "$D/var/lib/edge-agent/models"
 sed "s#@PREFIX@#$PREFIX#g" "$SRC/systemd/edge-agent.service" > "$D/etc/systemd/system/edge-agent.service"
+# ProtectHome=yes hides /home, /root and /run/user: where the checkout or the virtualenv's Python lives there,
+# the unit gets an empty tmpfs over them instead, with only those folders bound in read-only.
+hidden=()
+for p in "$(readlink -f "$PREFIX")" "$("$PREFIX/.venv/bin/python" -c 'import sys; print(sys.base_prefix)')"; do
+  case "$p" in /home|/home/*|/root|/root/*|/run/user/*) hidden+=("$p") ;; esac
+done
+if [ ${#hidden[@]} -gt 0 ]; then
+  say "the agent lives under a home folder (${hidden[*]}): ProtectHome=tmpfs with those folders bound read-only"
+  sed -i "s#^ProtectHome=yes#ProtectHome=tmpfs\nBindReadOnlyPaths=${hidden[*]}#" \
+    "$D/etc/systemd/system/edge-agent.service"
+fi
 chmod 0644 "$D/etc/systemd/system/edge-agent.service"
 if [ ! -e "$D/etc/edge-agent/config.yaml" ]; then
   say "config: $D/etc/edge-agent/config.yaml (from $CONFIG; edit it, then: systemctl reload edge-agent)"
