@@ -157,6 +157,11 @@ class OpenCVCapture:
     def __init__(self, source: str, pixel_format: PixelFormat, stall_s: float) -> None:
         timeout_ms = int(stall_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        if pixel_format == "y16":
+            # FFmpeg converts every frame to 8-bit BGR unless told not to; with conversion off a 16-bit grey
+            # stream (gray16le, e.g. FFV1) comes through as uint16 counts. CAP_PROP_FORMAT -1 is no help here:
+            # in the FFmpeg backend it means undecoded packets.
+            params += [cv2.CAP_PROP_CONVERT_RGB, 0]
         if source.startswith("/dev/video"):
             self.cap = cv2.VideoCapture(source, cv2.CAP_V4L2)
             if pixel_format == "y16":
@@ -222,8 +227,8 @@ def to_frame(spec: CameraSpec, seq: int, ts: float, raw: np.ndarray) -> ThermalF
             raise ValueError(f"{img.shape[2]}-channel {img.dtype} frame; expected 8-bit grey or 16-bit Y16")
         if spec.pixel_format == "y16":
             raise ValueError(
-                f"expected 16-bit single-channel (Y16) frames but got 8-bit {img.shape[2]}-channel; set "
-                "pixel_format: gray8 or switch the camera to Y16 output"
+                f"source gives 8-bit {'BGRA' if img.shape[2] == 4 else 'BGR'} frames, not Y16: set pixel_format: "
+                "gray8 or check the stream (the camera's output format, or a decoder that converts to colour)"
             )
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if img.ndim != 2:
@@ -238,7 +243,8 @@ def to_frame(spec: CameraSpec, seq: int, ts: float, raw: np.ndarray) -> ThermalF
         scale: float | None = spec.scale
     elif img.dtype == np.uint8:
         if spec.pixel_format == "y16":
-            raise ValueError("expected 16-bit (Y16) frames but got 8-bit; set pixel_format: gray8")
+            raise ValueError("expected 16-bit (Y16) frames but got 8-bit grey: set pixel_format: gray8 or check the "
+                             "stream (the camera's output format)")
         scale = None
     else:
         raise ValueError(f"unsupported pixel type {img.dtype}; expected uint8 or uint16")
