@@ -3,12 +3,15 @@
 A reader thread per source splits the byte stream into lines and hands each one, with its receive time, to
 a callback. Lines longer than ``max_line`` are cut off and passed on flagged as oversized (the rest up to
 the next newline is dropped), so a sensor that never sends a newline cannot fill memory. Connections that
-fail or drop are reopened with backoff (doubling up to a ceiling). Nothing a sensor sends can stop a reader.
+fail or drop are reopened with backoff (doubling up to a ceiling). Nothing a sensor sends can stop a reader:
+whatever a transport or the handler raises is logged (rate-limited), counted, and the reader goes on.
+URL options are checked by ``parse_url``, so a bad one is a configuration error, not a failure at run time.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import select
 import socket
 import threading
@@ -21,8 +24,17 @@ from sensors.errors import SensorError
 
 log = logging.getLogger(__name__)
 
-LineHandler = Callable[[bytes, float, bool], object]  # (line, received, oversized)
+# (line, received, oversized) -> something not None when it took the line (an event), None when it rejected it
+LineHandler = Callable[[bytes, float, bool], object]
 DEFAULT_MAX_LINE = 4096
+DEFAULT_MAX_CONN = 16
+DEFAULT_IDLE_S = 300.0
+MAX_CONN_LIMIT = 1000  # well under the usual 1,024 descriptors per process
+BAUD_RATES = (50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200,
+              230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000, 3000000,
+              3500000, 4000000)  # what pyserial accepts on every platform
+URL_OPTIONS: dict[str, tuple[str, ...]] = {"udp": (), "tcp": (), "tcp-listen": ("max_conn", "idle_s"),
+                                           "serial": ("baud",)}
 
 
 @dataclass(slots=True)
@@ -31,6 +43,12 @@ class LineCounters:
     bytes: int = 0
     oversized: int = 0
     reconnects: int = 0
+    errors: int = 0  # failures the reader survived: receive errors, a transport that raised
+    connections: int = 0  # tcp-listen: connections accepted
+    open_connections: int = 0  # tcp-listen: connections being served now
+    evicted: int = 0  # tcp-listen: closed to make room for a new one (max_conn)
+    idle_closed: int = 0  # tcp-listen: closed after idle_s without a byte
+    refused: int = 0  # tcp-listen: accept() failed (out of descriptors, handshake aborted)
     state: str = "starting"  # starting | online | offline | stopped
     last_error: str | None = None
 
@@ -85,23 +103,85 @@ class LineSpec:
     max_line: int = DEFAULT_MAX_LINE
     backoff_min_s: float = 1.0
     backoff_max_s: float = 30.0
+    max_conn: int | None = None  # tcp-listen: connections served at once; None: the URL's ?max_conn= or 16
+    idle_s: float | None = None  # tcp-listen: a connection silent this long is closed; None: ?idle_s= or 300
+
+    def __post_init__(self) -> None:
+        if self.max_conn is not None and not 1 <= self.max_conn <= MAX_CONN_LIMIT:
+            raise ValueError(f"sensor {self.sensor_id}: max_conn must be 1-{MAX_CONN_LIMIT}, got {self.max_conn}")
+        if self.idle_s is not None and not (math.isfinite(self.idle_s) and self.idle_s > 0):
+            raise ValueError(f"sensor {self.sensor_id}: idle_s must be a positive number, got {self.idle_s}")
+
+
+def _option_value(url: str, key: str, value: str) -> None:
+    """Raise a SensorError naming the option unless ``value`` is valid for ``key``."""
+    if key == "baud":
+        if not value.isascii() or not value.isdigit() or int(value) not in BAUD_RATES:
+            raise SensorError(f"{url}: baud {value!r} is not a standard serial rate; use one of "
+                              f"{', '.join(map(str, BAUD_RATES))}")
+    elif key == "max_conn":
+        if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= MAX_CONN_LIMIT:
+            raise SensorError(f"{url}: max_conn {value!r} must be a whole number from 1 to {MAX_CONN_LIMIT}")
+    elif key == "idle_s":
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise SensorError(f"{url}: idle_s {value!r} must be a positive number of seconds")
 
 
 def parse_url(url: str) -> tuple[str, str, int, dict[str, str]]:
-    """(scheme, host or device, port, options) of udp://, tcp://, tcp-listen:// and serial:// URLs."""
+    """(scheme, host or device, port, options) of udp://, tcp://, tcp-listen:// and serial:// URLs; every
+    option checked, so a bad one is a configuration error, never a failure at run time."""
     parts = urlsplit(url)
     scheme = parts.scheme
-    opts = dict(parse_qsl(parts.query))
+    if scheme not in URL_OPTIONS:
+        raise SensorError(f"{url}: unknown transport {scheme!r}; use udp://, tcp://, tcp-listen:// or serial://")
+    opts: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in URL_OPTIONS[scheme]:
+            allowed = ", ".join(URL_OPTIONS[scheme]) or "none"
+            raise SensorError(f"{url}: unknown option {key!r} for {scheme}:// (options: {allowed})")
+        if key in opts:
+            raise SensorError(f"{url}: option {key} is given twice")
+        _option_value(url, key, value)
+        opts[key] = value
     if scheme == "serial":
         device = parts.path or parts.netloc
         if not device:
             raise SensorError(f"{url}: serial URLs look like serial:///dev/ttyUSB0?baud=9600")
         return scheme, device, 0, opts
-    if scheme not in ("udp", "tcp", "tcp-listen"):
-        raise SensorError(f"{url}: unknown transport {scheme!r}; use udp://, tcp://, tcp-listen:// or serial://")
-    if not parts.hostname or parts.port is None:
+    try:
+        port = parts.port
+    except ValueError:
+        raise SensorError(f"{url}: port {parts.netloc.rpartition(':')[2]!r} is not a number from 0 to 65535") from None
+    if not parts.hostname or port is None:
         raise SensorError(f"{url}: needs a host and a port, e.g. {scheme}://0.0.0.0:5005")
-    return scheme, parts.hostname, parts.port, opts
+    if scheme == "tcp" and port == 0:
+        raise SensorError(f"{url}: port 0 cannot be connected to; use the sensor's port (1-65535)")
+    return scheme, parts.hostname, port, opts
+
+
+class LogLimiter:
+    """At most one log line per key every ``every_s`` seconds; the next one says how many were held back."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            msg, args = msg + " (%d more like this not logged)", (*args, held)
+        log.log(level, msg, *args, exc_info=exc_info)
 
 
 class LineReader:
@@ -112,6 +192,10 @@ class LineReader:
         self.handler = handler
         self.counters = LineCounters()
         self.scheme, self.host, self.port, self.opts = parse_url(spec.url)
+        self.max_conn = spec.max_conn if spec.max_conn is not None else int(self.opts.get("max_conn",
+                                                                                            DEFAULT_MAX_CONN))
+        self.idle_s = spec.idle_s if spec.idle_s is not None else float(self.opts.get("idle_s", DEFAULT_IDLE_S))
+        self.log = LogLimiter()
         self._thread: threading.Thread | None = None
         self.bound_port: int | None = None  # the real port of udp:// and tcp-listen:// (port 0 picks one)
         self._ready = threading.Event()
@@ -130,26 +214,56 @@ class LineReader:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     # -- plumbing --------------------------------------------------------------------------------------
 
     def _guard(self, target: Callable[[threading.Event], None], stop: threading.Event) -> None:
+        """Run the transport until ``stop``; whatever it raises is logged and the transport starts again."""
+        delay = self.spec.backoff_min_s
         try:
-            target(stop)
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    target(stop)
+                    if stop.is_set():
+                        return
+                    error = "reader ended unexpectedly"
+                except Exception as exc:  # a bug or a surprise from a transport must not end the feed
+                    error = f"reader failed: {type(exc).__name__}: {exc}"
+                    self.log(logging.ERROR, "reader", "sensor %s: %s", self.spec.sensor_id, error, exc_info=True)
+                self.counters.errors += 1
+                if time.monotonic() - started > self.spec.backoff_max_s:
+                    delay = self.spec.backoff_min_s  # it ran a good while: start the backoff from the bottom
+                delay = self._backoff(stop, delay, error)
         finally:
             self.counters.state = "stopped"
 
-    def _deliver(self, splitter: LineSplitter, data: bytes, end: bool = False) -> None:
+    def deliver(self, splitter: LineSplitter, data: bytes, end: bool = False) -> int:
+        """Split ``data`` into lines for the handler; how many lines it took (returned something not None)."""
         now = time.time()
         c = self.counters
         c.bytes += len(data)
         lines = splitter.feed(data) + (splitter.flush() if end else [])
+        taken = 0
         for line, oversized in lines:
             c.lines += 1
             c.oversized += int(oversized)
             try:
-                self.handler(line, now, oversized)
+                taken += self.handler(line, now, oversized) is not None
             except Exception:  # a handler bug must not kill the feed; it is logged with the line
-                log.exception("sensor %s: handler failed on %r", self.spec.sensor_id, line[:80])
+                self.log(logging.ERROR, "handler", "sensor %s: handler failed on %r", self.spec.sensor_id,
+                         line[:80], exc_info=True)
+        return taken
+
+    def transport_error(self, what: str, exc: BaseException) -> None:
+        """Count and log (rate-limited) a failure the reader survives."""
+        c = self.counters
+        c.errors += 1
+        c.last_error = f"{what}: {exc}"
+        self.log(logging.WARNING, what, "sensor %s: %s: %s (%d so far)", self.spec.sensor_id, what, exc, c.errors)
 
     def _backoff(self, stop: threading.Event, delay: float, error: str) -> float:
         c = self.counters
@@ -191,10 +305,15 @@ class LineReader:
             return
         with sock:
             while not stop.is_set():
-                if not select.select([sock], [], [], 0.2)[0]:
+                try:
+                    if not select.select([sock], [], [], 0.2)[0]:
+                        continue
+                    data = sock.recv(65535)
+                except OSError as exc:  # e.g. out of buffer memory: the next datagram may well come through
+                    self.transport_error("udp receive failed", exc)
+                    stop.wait(0.05)
                     continue
-                data = sock.recv(65535)
-                self._deliver(LineSplitter(self.spec.max_line), data, end=True)  # a datagram is complete
+                self.deliver(LineSplitter(self.spec.max_line), data, end=True)  # a datagram is complete
 
     def _stream(self, conn: socket.socket, stop: threading.Event) -> None:
         splitter = LineSplitter(self.spec.max_line)
@@ -209,8 +328,8 @@ class LineReader:
                 break
             if not data:
                 break
-            self._deliver(splitter, data)
-        self._deliver(splitter, b"", end=True)
+            self.deliver(splitter, data)
+        self.deliver(splitter, b"", end=True)
 
     def _run_tcp_client(self, stop: threading.Event) -> None:
         delay = self.spec.backoff_min_s
@@ -232,27 +351,20 @@ class LineReader:
             delay = self._backoff(stop, delay, f"tcp {self.host}:{self.port} closed the connection")
 
     def _run_tcp_server(self, stop: threading.Event) -> None:
-        srv = self._listen(stop, "tcp", lambda: socket.create_server((self.host, self.port), reuse_port=False))
-        if srv is None:
-            return
-        with srv:
-            srv.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                threading.Thread(target=self._serve_client, args=(conn, stop), daemon=True).start()
+        from sensors.listeners import TcpListener  # it builds on this module's splitter and counters
 
-    def _serve_client(self, conn: socket.socket, stop: threading.Event) -> None:
-        with conn:
-            self._stream(conn, stop)
+        with TcpListener(self) as listener:
+            srv = self._listen(stop, "tcp", lambda: socket.create_server((self.host, self.port), backlog=128))
+            if srv is None:
+                return
+            with srv:
+                listener.serve(srv, stop)
 
     def _run_serial(self, stop: threading.Event) -> None:
         import serial  # pyserial
 
         delay = self.spec.backoff_min_s
-        baud = int(self.opts.get("baud", "9600"))
+        baud = int(self.opts.get("baud", "9600"))  # checked by parse_url
         while not stop.is_set():
             try:
                 port = serial.Serial(self.host, baudrate=baud, timeout=0.2)
@@ -268,7 +380,7 @@ class LineReader:
                     while not stop.is_set():
                         data = port.read(4096)
                         if data:
-                            self._deliver(splitter, data)
+                            self.deliver(splitter, data)
             except (serial.SerialException, OSError) as exc:
                 if stop.is_set():
                     return
