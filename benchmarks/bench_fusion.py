@@ -66,8 +66,10 @@ def main() -> int:
     alerts: list[Alert] = []
     fusion = site.fusion_engine(alerts.append)
     rules = site.engine()
-    metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", fusion.on_metal)  # type: ignore[arg-type]
-    radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", fusion.on_radio)  # type: ignore[arg-type]
+    metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", fusion.on_metal,  # type: ignore[arg-type]
+                       accept=frozenset(f"md{d}" for d in range(DETECTORS)))
+    radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", fusion.on_radio,  # type: ignore[arg-type]
+                       accept=frozenset(f"rf{r}" for r in range(RECEIVERS)))
     rng = random.Random(0)
     seq = [0] * DETECTORS
     t = 1_795_435_200.0

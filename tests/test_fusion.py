@@ -57,8 +57,10 @@ class Harness:
         self.config = AgentConfig.model_validate(raw)
         self.alerts: list[Alert] = []
         self.engine: FusionEngine = Site.from_config(self.config).fusion_engine(self.alerts.append)
-        self.metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", self.engine.on_metal)  # type: ignore[arg-type]
-        self.radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", self.engine.on_radio)  # type: ignore[arg-type]
+        self.metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", self.engine.on_metal,  # type: ignore[arg-type]
+                                accept=frozenset({"md-gate", "md-far"}))
+        self.radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", self.engine.on_radio,  # type: ignore[arg-type]
+                                accept=frozenset({"rf-1"}))
 
     def play(self, zone_events: list[ZoneEvent], lines: list[tuple[float, str, bytes]]) -> list[Alert]:
         items: list[tuple[float, int, object]] = [(e.ts, 0, e) for e in zone_events if e.rule_id == "strip"]
@@ -154,7 +156,8 @@ def test_sensor_faults_are_alerts_and_degrade_dependent_incidents() -> None:
                                      h.gate, t0 + 4.5))
     assert "degraded: md-gate faulty" in h.alerts[-1].summary
     # a silent detector: the feed's heartbeat watch names it, the engine alerts once
-    feed = SensorFeed("md", "metal", "udp://127.0.0.1:0", lambda ev: None, hb_timeout_s=30)
+    feed = SensorFeed("md", "metal", "udp://127.0.0.1:0", lambda ev: None, hb_timeout_s=30,
+                      accept=frozenset({"md-gate"}))
     feed.handle(pmdet("md-gate", 9, "HB", 0), t0)
     for sensor in feed.faulty(t0 + 31):
         h.engine.sensor_fault(sensor, f"metal detector {sensor} silent for 30 s", t0 + 31)
