@@ -270,6 +270,10 @@ class MqttConfig(Strict):
     max_inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages awaiting the broker's ack.")
     health_interval_s: float = Field(30.0, gt=0, description="How often health is published.")
     escalate_after_s: float = Field(120.0, gt=0, description="Critical alerts unacknowledged this long escalate.")
+    require_receipt: bool = Field(False, description="An alert state counts as delivered only when a command "
+                                  "post's receipt for it arrives on .../receipts, not on the broker's ack.")
+    receipt_timeout_s: float = Field(30.0, gt=0, le=86400, description="No receipt this long after the broker's "
+                                     "ack: the alert state is published again (then twice as long, up to 1 h).")
 
     @model_validator(mode="after")
     def _password(self) -> MqttConfig:

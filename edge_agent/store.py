@@ -1,8 +1,9 @@
 """The incident database: one SQLite file (WAL, ``synchronous=FULL``) with snapshots as JPEG files beside it.
 
 Tables (sqlite-utils): ``incidents`` and their ``evidence``; ``alerts`` (the last payload of each alert) and
-the ``outbox`` (every state of every alert and snapshot, delivered or not); ``acks``; ``rejected_input``
-(bounded, oldest first out); ``sensor_health`` (state changes); ``retention_log`` (what retention removed)
+the ``outbox`` (every state of every alert and snapshot, delivered or not, and a command post's receipt
+where one is required); ``acks``; ``rejected_input`` (bounded, oldest first out); ``sensor_health`` (state
+changes); ``retention_log`` (what retention removed)
 and the ``ledger``: a hash chain over every write to an incident or an ack, which ``verify`` walks to find
 rows changed or removed after the fact. ``PRAGMA user_version`` numbers the schema; ``MIGRATIONS`` bring an
 older file up to date when it is opened.
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -53,6 +54,20 @@ class OutboxItem:
     qos: int
     created: float
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A command post has stored this state of this alert (end-to-end: more than the broker's PUBACK)."""
+
+    alert_id: str
+    state: str
+    by: str
+    ts: float
+
+
+ReceiptOutcome = Literal["recorded", "repeated", "unknown"]  # unknown: no published row of that alert and state
+RECEIPT_RETRY_MAX_S = 3600.0  # a row still without a receipt is published again at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +134,16 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["ledger"].create_index(["kind", "ref"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]  # index + 1 = user_version it gives
+def _v3(db: sqlite_utils.Database) -> None:
+    """End-to-end receipts: when a command post's receipt for an outbox row arrived and whose it was, and when a
+    row the broker took (PUBACK) but no receipt confirmed is due to be published again (NULL: nothing owed)."""
+    db["outbox"].add_column("receipt", float)
+    db["outbox"].add_column("receipt_by", str)
+    db["outbox"].add_column("receipt_due", float)
+    db.execute("CREATE INDEX idx_outbox_receipt_due ON outbox (receipt_due) WHERE receipt_due IS NOT NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]  # index + 1 = user_version it gives
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -316,16 +340,21 @@ class IncidentStore:
         tmp.replace(target)
         return rel
 
-    def pending(self, limit: int = 100, exclude: Iterable[int] = ()) -> list[OutboxItem]:
-        """Undelivered outbox rows, most severe alert first, then oldest."""
+    def pending(self, limit: int = 100, exclude: Iterable[int] = (), now: float | None = None) -> list[OutboxItem]:
+        """Outbox rows to publish, most severe alert first, then oldest: undelivered ones, and those the broker
+        took whose required receipt is overdue (``receipt_due``)."""
+        now = time.time() if now is None else now
         skip = list(exclude)
-        marks = ",".join("?" * len(skip))
-        where = f"AND seq NOT IN ({marks})" if skip else ""
+        where = f"AND seq NOT IN ({','.join('?' * len(skip))})" if skip else ""
+        cols = "seq, alert_id, topic, state, payload, qos, created, attempts, sev_rank"
         with self._lock:
-            rows = self.db.execute(
-                f"SELECT seq, alert_id, topic, state, payload, qos, created, attempts FROM outbox "
-                f"WHERE delivered IS NULL {where} ORDER BY sev_rank DESC, seq LIMIT ?", [*skip, limit]).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]) for r in rows]
+            # two queries, not one with OR: each walks its own partial index and stops at the limit
+            rows = self.db.execute(f"SELECT {cols} FROM outbox WHERE delivered IS NULL {where} "
+                                   "ORDER BY sev_rank DESC, seq LIMIT ?", [*skip, limit]).fetchall()
+            rows += self.db.execute(f"SELECT {cols} FROM outbox WHERE receipt_due <= ? {where} "
+                                    "ORDER BY sev_rank DESC, seq LIMIT ?", [now, *skip, limit]).fetchall()
+        unique = sorted({r[0]: r for r in rows}.values(), key=lambda r: (-r[8], r[0]))[:limit]
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[7]) for r in unique]
 
     def attempted(self, seqs: Iterable[int], ts: float) -> None:
         seqs = list(seqs)
@@ -334,18 +363,60 @@ class IncidentStore:
                 self.db.execute(f"UPDATE outbox SET attempts = attempts + 1, last_attempt = ? "
                                 f"WHERE seq IN ({','.join('?' * len(seqs))})", [ts, *seqs])
 
-    def delivered(self, seqs: Iterable[int], ts: float) -> None:
+    def delivered(self, seqs: Iterable[int], ts: float, receipt_timeout_s: float | None = None) -> None:
+        """The broker took these rows (PUBACK). With ``receipt_timeout_s`` (receipts required) an alert row whose
+        receipt has not come yet is owed one: it is published again after that long, twice as long after each
+        further try, at most ``RECEIPT_RETRY_MAX_S`` apart (a command post away for hours finds a few copies
+        queued for it, not hundreds), or at once when a receipt shows the command post got a later row."""
         seqs = list(seqs)
-        if seqs:
-            with self._tx():
-                self.db.execute(f"UPDATE outbox SET delivered = ? WHERE seq IN ({','.join('?' * len(seqs))}) "
-                                "AND delivered IS NULL", [ts, *seqs])
+        if not seqs:
+            return
+        marks = ",".join("?" * len(seqs))
+        with self._tx():
+            self.db.execute(f"UPDATE outbox SET delivered = COALESCE(delivered, ?) WHERE seq IN ({marks})",
+                            [ts, *seqs])
+            if receipt_timeout_s is not None:
+                self.db.execute(
+                    f"UPDATE outbox SET receipt_due = ? + MIN(? * (1 << MIN(MAX(attempts, 1) - 1, 20)), ?) "
+                    f"WHERE seq IN ({marks}) AND topic = 'alerts' AND receipt IS NULL",
+                    [ts, receipt_timeout_s, max(receipt_timeout_s, RECEIPT_RETRY_MAX_S), *seqs])
+
+    def record_receipt(self, receipt: Receipt, received: float | None = None) -> ReceiptOutcome:
+        """A command post stored this state of this alert: every published row of it is done (delivered too, in
+        case the receipt outran the broker's PUBACK). ``unknown``: no such row was ever published.
+
+        Rows the broker took before this one and still without a receipt are due again at once: a command post
+        gets one box's messages in order and answers in order, so their copies were lost (a broker that died
+        before it saved them) and waiting out their timeout would only delay them."""
+        received = time.time() if received is None else received
+        match = "alert_id = ? AND state = ? AND topic = 'alerts' AND attempts > 0"
+        args = [receipt.alert_id, receipt.state]
+        with self._tx():
+            published = self.db.execute(f"SELECT MIN(last_attempt) FROM outbox WHERE {match}", args).fetchone()[0]
+            if published is None:
+                return "unknown"
+            cur = self.db.execute(f"UPDATE outbox SET receipt = ?, receipt_by = ?, receipt_due = NULL, "
+                                  f"delivered = COALESCE(delivered, ?) WHERE {match} AND receipt IS NULL",
+                                  [received, receipt.by, received, *args])
+            if not cur.rowcount:
+                return "repeated"
+            self.db.execute("UPDATE outbox SET receipt_due = ? WHERE receipt_due > ? AND last_attempt < ?",
+                            [received, received, published])
+            return "recorded"
+
+    def waive_receipts(self) -> int:
+        """Receipts are no longer required: rows the broker took count as delivered, as without receipts."""
+        with self._tx():
+            return int(self.db.execute("UPDATE outbox SET receipt_due = NULL WHERE receipt_due IS NOT NULL").rowcount)
 
     def backlog(self, now: float | None = None) -> tuple[int, float]:
-        """(undelivered rows, age of the oldest in seconds)."""
+        """(rows still owed: undelivered, or taken by the broker but without the receipt required; the age of
+        the oldest in seconds)."""
         with self._lock:
-            n, oldest = self.db.execute("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivered IS NULL").fetchone()
-        return int(n), (((now or time.time()) - oldest) if oldest is not None else 0.0)
+            counts = [self.db.execute(f"SELECT COUNT(*), MIN(created) FROM outbox WHERE {owed}").fetchone()
+                      for owed in ("delivered IS NULL", "receipt_due IS NOT NULL")]
+        oldest = min((c[1] for c in counts if c[1] is not None), default=None)
+        return sum(int(c[0]) for c in counts), (((now or time.time()) - oldest) if oldest is not None else 0.0)
 
     def alert_payload(self, alert_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -1,10 +1,13 @@
-"""A real Mosquitto on a free loopback port with a generated config, stoppable and restartable on the same
-port (persistence on, so a graceful stop keeps queued messages), and an MQTT subscriber that collects."""
+"""A real Mosquitto on a free loopback port with a generated config, stoppable (SIGTERM), killable (SIGKILL)
+and restartable on the same port (persistence on, so a graceful stop keeps queued messages), and an MQTT
+subscriber that collects (and, as a command post with end-to-end receipts would, can send a receipt for each
+alert it gets)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -17,10 +20,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.brokers import free_port, give_to_mosquitto, wait_listening
 
-__all__ = ["ROOT", "Collector", "Mosquitto", "free_port", "wait_for", "wait_port"]
+__all__ = ["ROOT", "Collector", "Mosquitto", "free_port", "shipped_persistence", "wait_for", "wait_port"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CONF = ROOT / "configs" / "mosquitto" / "edge-agent.conf"
+PERSISTENCE_KEYS = ("persistence", "autosave_interval", "autosave_on_changes", "queue_qos0_messages",
+                    "max_queued_messages", "max_queued_bytes", "persistent_client_expiration")
+TEST_PERSISTENCE = ["persistence true", "autosave_interval 1", "max_queued_messages 100000"]
+
+
+def shipped_persistence(conf: Path = SHIPPED_CONF) -> list[str]:
+    """The persistence and queueing lines of the shipped broker config, exactly as written there."""
+    lines = [line.split("#", 1)[0].strip() for line in conf.read_text().splitlines()]
+    return [line for line in lines if line.split(" ", 1)[0] in PERSISTENCE_KEYS]
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -39,16 +52,17 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
 
 
 class Mosquitto:
-    def __init__(self, *, users: dict[str, str] | None = None,
-                 tls_dir: Path | None = None, acl: str | None = None) -> None:
+    def __init__(self, *, users: dict[str, str] | None = None, tls_dir: Path | None = None, acl: str | None = None,
+                 persistence: list[str] | None = None) -> None:
+        """``persistence``: the persistence and queueing lines (default: a save every second, a deep queue)."""
         # under /tmp itself: pytest's tmp_path sits in folders the dropped-privilege 'mosquitto' user cannot enter
         self.dir = Path(tempfile.mkdtemp(prefix="edge-mosquitto-"))
         self.dir.chmod(0o755)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        lines = ["per_listener_settings false", "persistence true", f"persistence_location {self.dir}/",
-                 "autosave_interval 1", f"log_dest file {self.dir}/mosquitto.log", "log_type all",
-                 f"listener {self.port} 127.0.0.1", "max_queued_messages 100000", "max_inflight_messages 100"]
+        lines = ["per_listener_settings false", *(TEST_PERSISTENCE if persistence is None else persistence),
+                 f"persistence_location {self.dir}/", f"log_dest file {self.dir}/mosquitto.log", "log_type all",
+                 f"listener {self.port} 127.0.0.1", "max_inflight_messages 100"]
         if tls_dir is not None:
             shutil.copytree(tls_dir, self.dir / "tls")
             tls_dir = self.dir / "tls"
@@ -88,6 +102,13 @@ class Mosquitto:
             self.proc.wait(10)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: the broker saves nothing more (a power cut or an OOM kill)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -100,29 +121,39 @@ class Mosquitto:
 class Collector:
     """A command-post subscriber: a persistent session (QoS 1), every message kept in order."""
 
-    def __init__(self, port: int, topics: str | list[str], client_id: str = "test-collector", **tls: Any) -> None:
+    def __init__(self, port: int, topics: str | list[str], client_id: str = "test-collector",
+                 receipts_by: str | None = None, **tls: Any) -> None:
+        """``receipts_by``: send a receipt in this name to ``{root}/receipts`` for each alert state received."""
         self.messages: list[mqtt.MQTTMessage] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker confirmed the subscriptions (SUBACK)
+        self.receipts_by = receipts_by
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if tls:
             self.client.tls_set(**tls)
         self.topics = [topics] if isinstance(topics, str) else topics
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_a: self.subscribed.set()
         self.client.reconnect_delay_set(1, 1)
         self.client.connect_async("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not reason.is_failure:
-            for t in self.topics:
-                client.subscribe(t, qos=1)
+            client.subscribe([(t, 1) for t in self.topics])
             self.connected.set()
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append(msg)
+        if self.receipts_by is not None and msg.topic.endswith("/alerts"):
+            from edge_agent.acks import receipt_payload
+
+            alert = json.loads(msg.payload)
+            client.publish(msg.topic.removesuffix("alerts") + "receipts",
+                           receipt_payload(alert["alert_id"], alert["state"], self.receipts_by), qos=1)
 
     def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
         with self.lock:
