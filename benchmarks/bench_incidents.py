@@ -3,9 +3,12 @@
 1. ``incidents list`` on a database of 1,000,000 incidents (and as many evidence rows) with the common
    filters (goal: under 100 ms each), timed in-process (median of 5) and once through the CLI;
 2. insert throughput the way the agent writes (evidence + alert into the outbox, each its own commit) with
-   ``synchronous=FULL`` against NORMAL, same run.
+   ``synchronous=FULL`` against NORMAL, same run;
+3. one more piece of evidence in an incident that already holds 1, 1,000 and 5,000 (the tamper-evidence
+   digest of the incident is written with every one), median of 50 inserts each, with and without fsync.
 
     .venv/bin/python benchmarks/bench_incidents.py [--incidents 1000000] [--inserts 300] [--keep DB]
+    .venv/bin/python benchmarks/bench_incidents.py --evidence-only
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent import review  # noqa: E402
-from edge_agent.model import SEVERITIES, new_ulid  # noqa: E402
+from edge_agent.model import SEVERITIES, Evidence, new_ulid  # noqa: E402
 from edge_agent.store import SEV_RANK, IncidentStore  # noqa: E402
 from tests.incidents import log_incident  # noqa: E402
 
@@ -91,12 +94,46 @@ def inserts(path: Path, n: int, sync: str) -> float:
     return n / took
 
 
+def evidence_growth(path: Path, sizes: tuple[int, ...] = (1, 1000, 5000), samples: int = 50) -> None:
+    """Per-insert time of one more piece of evidence in one incident holding N already (synchronous=FULL)."""
+    store = IncidentStore(path)
+    t = time.time()
+    inc = log_incident(store, t, severity="high", sensor="cam-1", summary="bench")
+    n = len(inc.evidence)
+
+    def grow(to: int, sync: str) -> list[float]:
+        nonlocal n
+        store.db.execute(f"PRAGMA synchronous={sync}")
+        took = []
+        while n < to:
+            ev = Evidence("cam-1", "thermal", t + n * 0.1, (("label", "person"), ("track_id", n)), (46.55, 15.65))
+            inc.evidence.append(ev)
+            t0 = time.perf_counter()
+            store.add_evidence(inc, ev)
+            took.append(time.perf_counter() - t0)
+            n += 1
+        return took
+
+    print(f"\none more piece of evidence in one incident (median of {samples}; OFF leaves out the disk's fsync):")
+    for size in sizes:
+        grow(size, "OFF")  # filling the incident up to the size is not the measurement
+        cpu = statistics.median(grow(size + samples, "OFF")) * 1000
+        full = statistics.median(grow(size + 2 * samples, "FULL")) * 1000
+        print(f"  at {size:>5,} evidence rows: {full:6.2f} ms per insert (synchronous=FULL), {cpu:6.2f} ms (OFF)")
+    store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--incidents", type=int, default=1_000_000)
     ap.add_argument("--inserts", type=int, default=300)
     ap.add_argument("--keep", help="build the big database here and keep it")
+    ap.add_argument("--evidence-only", action="store_true", help="only section 3 (evidence in one incident)")
     args = ap.parse_args()
+    if args.evidence_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            evidence_growth(Path(tmp) / "evidence.db")
+        return
     with tempfile.TemporaryDirectory(dir=ROOT / ".state" if (ROOT / ".state").exists() else None) as tmp:
         db = Path(args.keep) if args.keep else Path(tmp) / "big.db"
         if not db.exists():
@@ -141,6 +178,7 @@ def main() -> None:
               f"{args.inserts} incidents:")
         print(f"  synchronous=FULL   {full:8,.0f} incidents/s")
         print(f"  synchronous=NORMAL {normal:8,.0f} incidents/s   (FULL costs {normal / full:.2f}x)")
+        evidence_growth(Path(tmp) / "evidence.db")
 
 
 if __name__ == "__main__":

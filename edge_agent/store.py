@@ -16,24 +16,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import shutil
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
 
-from edge_agent.model import SEVERITIES, Alert, Evidence, Incident
+from edge_agent.model import SEVERITIES, ULID_RE, Alert, Evidence, Incident
 from sensors.events import parse_time
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 GENESIS = "0" * 64
+DIGEST_V2 = "v2:"  # incident digests with a running evidence hash; older ledger entries have none
+DIGEST_CACHE_SIZE = 1024  # incidents whose running evidence hash is kept in memory
+RANGE_SCAN_MAX = 4096  # more evidence rows than this since an incident's last one: find its rows by index
+# the only snapshot path the store writes, and so the only one it reads or deletes
+SNAPSHOT_RE = re.compile(r"^snapshots/\d{4}-\d{2}-\d{2}/" + ULID_RE.pattern.removeprefix("^").removesuffix(r"\Z")
+                         + r"\.jpg\Z")
+ACK_BY_MAX, ACK_NOTE_MAX = 64, 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,19 @@ class Ack:
     note: str = ""
 
 
+AckOutcome = Literal["acknowledged", "already_acknowledged", "unknown_alert"]
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """What an ack did. ``alert`` is the alert in state ``acknowledged`` to publish (the first ack only);
+    ``ack`` is the ack as stored (bounded fields), None for an unknown alert (nothing is stored)."""
+
+    outcome: AckOutcome
+    alert: Alert | None = None
+    ack: Ack | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     table: str
@@ -90,6 +116,26 @@ class Problem:
 
 class StoreError(Exception):
     """The database cannot be opened or written; the message says which file and what to do."""
+
+
+class SnapshotPathError(ValueError):
+    """A stored snapshot path that is not one the store writes (tampered, or pointing out of its folder)."""
+
+
+@dataclass(slots=True)
+class _EvidenceFold:
+    """A running hash over one incident's evidence rows in id order, and the last row it took in."""
+
+    hash: Any = field(default_factory=hashlib.sha256)
+    count: int = 0
+    last_id: int = 0
+    last_line: bytes = b""  # sha256 of the last row's line: a rolled-back or removed row shows as a mismatch
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        line = _evidence_line(row)
+        self.hash.update(line)
+        self.count += 1
+        self.last_id, self.last_line = int(row[0]), hashlib.sha256(line).digest()
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -147,12 +193,33 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]  # i
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _canon(row: dict[str, Any]) -> str:
+def _canon(row: object) -> str:
     return json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_EVIDENCE_COLS = "id, sensor, type, ts, lat, lon, data"
+
+
+def _evidence_line(row: tuple[Any, ...]) -> bytes:
+    """One evidence row as the running hash takes it in: canonical JSON (no raw newline inside), then one."""
+    return (_canon(list(row)) + "\n").encode("utf-8")
+
+
+def _bounded_ack(ack: Ack, received: float) -> Ack:
+    """An ack as the store keeps it, whatever a caller passed: ``by`` printable and at most 64 characters,
+    ``note`` at most 1000 characters (line breaks kept, other control characters dropped), ``ts`` finite (else
+    the time the ack was received)."""
+    by = "".join(ch for ch in str(ack.by) if ch.isprintable()).strip()[:ACK_BY_MAX] or "unknown"
+    note = "".join(ch for ch in str(ack.note or "")[:ACK_NOTE_MAX] if ch.isprintable() or ch in "\n\t")
+    try:
+        ts = float(ack.ts) if not isinstance(ack.ts, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        ts = math.nan
+    return Ack(str(ack.alert_id), by, ts if math.isfinite(ts) else received, note)
 
 
 def disk_free(path: Path) -> int:
@@ -166,6 +233,7 @@ class IncidentStore:
         self.max_rejects = max_rejects
         self.snapshot_max_bytes = snapshot_max_bytes
         self._lock = threading.RLock()
+        self._folds: OrderedDict[str, _EvidenceFold] = OrderedDict()  # incident id -> its evidence hash so far
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -326,6 +394,8 @@ class IncidentStore:
         self._chain_incident(alert.incident_id)
 
     def _write_snapshot(self, alert_id: str, jpeg: bytes) -> str:
+        if not ULID_RE.match(alert_id):  # the file name is the alert id: nothing else may reach the path
+            raise ValueError(f"snapshot of alert {alert_id!r}: the alert id must be a ULID")
         if len(jpeg) > self.snapshot_max_bytes:
             raise ValueError(f"snapshot of {alert_id} is {len(jpeg)} bytes, over the {self.snapshot_max_bytes} limit")
         day = time.strftime("%Y-%m-%d", time.gmtime())
@@ -339,6 +409,20 @@ class IncidentStore:
             os.fsync(f.fileno())
         tmp.replace(target)
         return rel
+
+    def snapshot_file(self, rel: object) -> Path:
+        """The file of a stored snapshot path, only when it has the form the store writes
+        (``snapshots/YYYY-MM-DD/<ULID>.jpg``) and resolves inside the snapshot folder (no link out of it);
+        else ``SnapshotPathError`` saying why. Nothing else is ever read or deleted."""
+        if not isinstance(rel, str) or not SNAPSHOT_RE.match(rel):
+            shown = repr(rel)
+            raise SnapshotPathError(f"snapshot path {shown[:80]}{'…' if len(shown) > 80 else ''} is not of the "
+                                    "form snapshots/YYYY-MM-DD/<ULID>.jpg")
+        base = self.snapshot_dir.resolve()
+        target = (self.path.parent / rel).resolve()
+        if not target.is_relative_to(base):
+            raise SnapshotPathError(f"snapshot path {rel!r} resolves to {target}, outside {base}")
+        return target
 
     def pending(self, limit: int = 100, exclude: Iterable[int] = (), now: float | None = None) -> list[OutboxItem]:
         """Outbox rows to publish, most severe alert first, then oldest: undelivered ones, and those the broker
@@ -427,26 +511,33 @@ class IncidentStore:
 
     def acknowledge(self, ack: Ack, received: float | None = None) -> Alert | None:
         """Record an ack from the command post. Returns the alert in state ``acknowledged`` to publish, or None
-        when the alert is unknown or was acknowledged before (the ack is recorded either way when known)."""
+        when the alert is unknown (nothing stored) or was acknowledged before (the ack is stored); ``record_ack``
+        says which."""
+        return self.record_ack(ack, received).alert
+
+    def record_ack(self, ack: Ack, received: float | None = None) -> AckResult:
+        """Record an ack from the command post, with its fields bounded (``by`` at most 64 printable characters,
+        ``note`` at most 1000, a finite ``ts`` or else the time it was received), and say what it did."""
         received = received or time.time()
+        ack = _bounded_ack(ack, received)
         with self._tx():
             row = self.db.execute("SELECT incident_id, acked, payload FROM alerts WHERE alert_id = ?",
                                   [ack.alert_id]).fetchone()
             if row is None:
-                return None
+                return AckResult("unknown_alert")
             incident_id, acked, payload = row
             self.db["acks"].insert({"alert_id": ack.alert_id, "incident_id": incident_id, "by": ack.by, "ts": ack.ts,
                                     "note": ack.note, "received": received})
             self._chain("ack", str(self.db.execute("SELECT last_insert_rowid()").fetchone()[0]))
             if acked:
-                return None
+                return AckResult("already_acknowledged", None, ack)
             self.db.execute("UPDATE alerts SET acked = 1 WHERE alert_id = ?", [ack.alert_id])
             self.db.execute("UPDATE incidents SET acked_by = ?, acked_ts = ?, ack_note = ? WHERE id = ?",
                             [ack.by, ack.ts, ack.note, incident_id])
             self._chain_incident(incident_id)
             alert = alert_from_payload(json.loads(payload)).with_state("acknowledged", received)
             self._queue(alert, None)
-        return alert
+        return AckResult("acknowledged", alert, ack)
 
     def due_escalations(self, now: float, after_s: float) -> list[Alert]:
         """Critical alerts nobody acknowledged within ``after_s``, each once, queued again as ``escalated``."""
@@ -494,7 +585,52 @@ class IncidentStore:
 
     # -- tamper evidence -------------------------------------------------------------------------------
 
-    def _incident_digest(self, incident_id: str) -> str | None:
+    def _incident_digest(self, incident_id: str, cached: bool = True) -> str | None:
+        """The incident row and a running hash over its evidence in id order (``v2:``). Written per change, it
+        is kept per incident in memory, so a new piece of evidence costs the same at 5,000 rows as at one."""
+        cur = self.db.execute("SELECT * FROM incidents WHERE id = ?", [incident_id])
+        row = cur.fetchone()
+        if row is None:
+            self._folds.pop(incident_id, None)
+            return None
+        fold = self._evidence_fold(incident_id) if cached else self._fold_all(incident_id)
+        incident = dict(zip([d[0] for d in cur.description], row, strict=True))
+        return DIGEST_V2 + _sha(_canon({"incident": incident, "evidence": [fold.count, fold.hash.hexdigest()]}))
+
+    def _fold_all(self, incident_id: str) -> _EvidenceFold:
+        fold = _EvidenceFold()
+        for row in self.db.execute(f"SELECT {_EVIDENCE_COLS} FROM evidence WHERE incident_id = ? ORDER BY id",
+                                   [incident_id]):
+            fold.add(row)
+        return fold
+
+    def _evidence_fold(self, incident_id: str) -> _EvidenceFold:
+        """The cached running hash brought up to date with the rows added since, or rebuilt from the database
+        when it is not cached or its last row is gone or changed (a rolled-back write, retention)."""
+        fold = self._folds.pop(incident_id, None)
+        if fold is not None and fold.count:
+            last = self.db.execute(f"SELECT {_EVIDENCE_COLS} FROM evidence WHERE id = ? AND incident_id = ?",
+                                   [fold.last_id, incident_id]).fetchone()
+            if last is None or hashlib.sha256(_evidence_line(last)).digest() != fold.last_line:
+                fold = None
+        if fold is None:
+            fold = self._fold_all(incident_id)
+        else:
+            # rows are added with ids above every existing one, so the new ones lie above this incident's last
+            newest = self.db.execute("SELECT MAX(id) FROM evidence").fetchone()[0] or 0
+            if newest - fold.last_id <= RANGE_SCAN_MAX:  # "+incident_id": walk the newest rows, not the index
+                query = f"SELECT {_EVIDENCE_COLS} FROM evidence WHERE id > ? AND +incident_id = ? ORDER BY id"
+            else:
+                query = f"SELECT {_EVIDENCE_COLS} FROM evidence WHERE id > ? AND incident_id = ? ORDER BY id"
+            for row in self.db.execute(query, [fold.last_id, incident_id]):
+                fold.add(row)
+        self._folds[incident_id] = fold
+        while len(self._folds) > DIGEST_CACHE_SIZE:
+            self._folds.popitem(last=False)
+        return fold
+
+    def _incident_digest_v1(self, incident_id: str) -> str | None:
+        """The digest ledger entries written before ``v2:`` hold (every evidence row hashed again each time)."""
         cur = self.db.execute("SELECT * FROM incidents WHERE id = ?", [incident_id])
         row = cur.fetchone()
         if row is None:
@@ -526,10 +662,22 @@ class IncidentStore:
             last = self.db.execute("SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
         return last[0] if last else GENESIS
 
+    def _digest_now(self, kind: str, ref: str, written: object) -> str | None:
+        """The row's digest now, computed the way its ledger entry was (old entries: before ``v2:``)."""
+        if kind == "incident":
+            if isinstance(written, str) and written.startswith(DIGEST_V2):
+                return self._incident_digest(ref, cached=False)
+            return self._incident_digest_v1(ref)
+        try:
+            return self._ack_digest(ref)
+        except (ValueError, OverflowError):  # a ledger ref that is no ack id: it cannot match any row
+            return None
+
     def verify(self) -> list[Problem]:
-        """Walk the chain and compare every incident and ack with its last ledger entry."""
+        """Walk the chain and compare every incident and ack with its last ledger entry; list snapshot paths
+        that the store would refuse to read or delete."""
         problems: list[Problem] = []
-        latest: dict[tuple[str, str], str] = {}
+        latest: dict[tuple[str, str], object] = {}
         prev = GENESIS
         expected_seq = None
         with self._lock:
@@ -543,20 +691,29 @@ class IncidentStore:
                 if _sha(f"{prev_hash}|{kind}|{ref}|{digest}|{ts!r}") != h:
                     problems.append(Problem("ledger", f"#{seq}", "entry changed after it was written"))
                 prev, expected_seq = h, seq + 1
-                latest[(kind, ref)] = digest
+                latest[(str(kind), str(ref))] = digest
             for (kind, ref), digest in latest.items():
                 if kind == "removed":
                     continue
+                if kind not in ("incident", "ack"):
+                    problems.append(Problem("ledger", f"{kind} {ref}", "names no kind of row the agent writes"))
+                    continue
                 removed = ("removed", f"{kind}:{ref}") in latest
-                now = self._incident_digest(ref) if kind == "incident" else self._ack_digest(ref)
+                now = self._digest_now(kind, ref, digest)
                 if now is None and not removed:
                     problems.append(Problem(kind + "s", ref, "row deleted (not by retention)"))
                 elif now is not None and now != digest:
                     problems.append(Problem(kind + "s", ref, "row changed after it was written"))
             known_inc = {ref for kind, ref in latest if kind == "incident"}
-            for (inc_id,) in self.db.execute("SELECT id FROM incidents"):
-                if inc_id not in known_inc:
-                    problems.append(Problem("incidents", inc_id, "row added outside the agent (not in the ledger)"))
+            for inc_id, snapshot in self.db.execute("SELECT id, snapshot FROM incidents"):
+                if str(inc_id) not in known_inc:
+                    problems.append(Problem("incidents", str(inc_id),
+                                            "row added outside the agent (not in the ledger)"))
+                if snapshot is not None:
+                    try:
+                        self.snapshot_file(snapshot)
+                    except SnapshotPathError as exc:
+                        problems.append(Problem("incidents", str(inc_id), f"{exc}: never read or deleted"))
         return problems
 
     # -- retention -------------------------------------------------------------------------------------
@@ -586,7 +743,8 @@ class IncidentStore:
         for inc_id, rel in snaps:
             if free(self.path.parent) >= min_free_bytes:
                 return removed
-            (self.path.parent / rel).unlink(missing_ok=True)
+            if not self._remove_snapshot_file(inc_id, rel):
+                continue
             with self._tx():
                 self.db.execute("UPDATE incidents SET snapshot = NULL WHERE id = ?", [inc_id])
                 self.db["retention_log"].insert({"ts": now, "incident_id": inc_id, "what": f"snapshot {rel}",
@@ -616,8 +774,21 @@ class IncidentStore:
             self._chain("removed", f"incident:{inc_id}", reason)
             for ack_id in ack_ids:
                 self._chain("removed", f"ack:{ack_id}", reason)
+        self._folds.pop(inc_id, None)
         if snap and snap[0]:
-            (self.path.parent / snap[0]).unlink(missing_ok=True)
+            self._remove_snapshot_file(inc_id, snap[0])
+
+    def _remove_snapshot_file(self, inc_id: str, rel: object) -> bool:
+        """Delete a snapshot file only where its stored path is one the store writes; False (and a warning)
+        for any other path, whose file is left alone."""
+        try:
+            target = self.snapshot_file(rel)
+        except SnapshotPathError as exc:
+            log.warning("retention: incident %s: %s; left alone ('edge-agent incidents verify' lists it)",
+                        inc_id, exc)
+            return False
+        target.unlink(missing_ok=True)
+        return True
 
     # -- housekeeping ----------------------------------------------------------------------------------
 

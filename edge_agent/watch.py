@@ -1,26 +1,39 @@
 """The command post's console: live alerts from many boxes, de-duplicated by ``alert_id``, which boxes are
 online, and acknowledging an alert. Seen alerts are kept in a small SQLite cache so that ``ack`` finds the box
-of an alert id, and a restarted console does not show old alerts as new."""
+of an alert id, and a restarted console does not show old alerts as new.
+
+Every payload is untrusted: an alert is checked field by field (``parse_alert``) before it is shown, its texts
+are printed with control characters escaped, and a bad one is reported on stderr (rate-limited) and skipped.
+Nothing a message holds may end the network thread (paho re-raises what a callback raises)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import MqttConfig, default_state_dir
-from edge_agent.delivery import IDENT_RE, ULID_RE, ack_payload, make_client
-from sensors.events import parse_time
+from edge_agent.delivery import ack_payload, make_client
+from edge_agent.model import IDENT_RE, SEVERITIES, ULID_RE, AlertKind, one_line
+from sensors.events import ParseError, parse_time
+
+log = logging.getLogger(__name__)
 
 STATE_MARK = {"new": "NEW", "updated": "UPD", "acknowledged": "ACK", "escalated": "ESC!", "closed": "CLOSED"}
+ALERT_KINDS = get_args(AlertKind)
+MAX_PAYLOAD = 256 * 1024  # an alert with its evidence is a few kB; snapshots travel on their own topic
+MAX_DEPTH = 16  # the contract's alert nests 4 deep
+REPORT_EVERY_S = 10.0  # at most one line about bad messages in this time
 
 
 def default_cache() -> Path:
@@ -59,13 +72,122 @@ class AlertCache:
         return (row[0], row[1]) if row else None
 
 
-def alert_line(p: dict[str, Any], received: float | None = None) -> str:
-    ts = datetime.fromtimestamp(parse_time(p["ts"])).strftime("%H:%M:%S")
-    zone = p["zone"]["name"] if p.get("zone") else "-"
-    sensors = "+".join(sorted({e["type"] for e in p.get("evidence", [])})) or "-"
+class BadAlert(ValueError):
+    """A message on an alerts topic that is no alert the console can show; the message says which field."""
+
+
+def _depth(value: Any) -> int:
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict | list) and d <= MAX_DEPTH:
+            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(payload: bytes) -> Any:
+    if len(payload) > MAX_PAYLOAD:
+        raise BadAlert(f"{len(payload)} bytes, over the {MAX_PAYLOAD} byte limit")
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        raise BadAlert(f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise BadAlert(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:
+        raise BadAlert(f"not JSON ({one_line(exc, 80)})") from None
+    if _depth(data) > MAX_DEPTH:
+        raise BadAlert(f"JSON nested more than {MAX_DEPTH} deep")
+    return data
+
+
+def _field(p: dict[str, Any], key: str, allowed: Any) -> Any:
+    value = p.get(key)
+    if isinstance(allowed, type):
+        ok = isinstance(value, allowed)
+        expected = allowed.__name__
+    elif isinstance(allowed, tuple):
+        ok = isinstance(value, str) and value in allowed
+        expected = "one of " + "|".join(allowed)
+    else:
+        ok = isinstance(value, str) and allowed.match(value) is not None
+        expected = "an id" if allowed is IDENT_RE else "a ULID"
+    if not ok:
+        raise BadAlert(f"{key} must be {expected}, got {one_line(repr(value), 60)}")
+    return value
+
+
+def parse_alert(payload: bytes, site: str, box: str) -> tuple[dict[str, Any], float]:
+    """An alert received on ``{prefix}/{site}/{box}/alerts``, checked field by field: the payload and its
+    time. ``BadAlert`` says what is wrong."""
+    p = _load(payload)
+    if not isinstance(p, dict):
+        raise BadAlert(f"not a JSON object but {type(p).__name__}")
+    _field(p, "alert_id", ULID_RE)
+    _field(p, "state", tuple(STATE_MARK))
+    _field(p, "severity", SEVERITIES)
+    _field(p, "kind", ALERT_KINDS)
+    _field(p, "summary", str)
+    for key, topic_value in (("site", site), ("box", box)):
+        if _field(p, key, IDENT_RE) != topic_value:
+            raise BadAlert(f"{key} {p[key]!r} is not the topic's {topic_value!r}")
+    try:
+        ts = parse_time(p.get("ts"))
+        datetime.fromtimestamp(ts)  # a time the console can print
+    except (ParseError, ValueError, OverflowError, OSError) as exc:
+        raise BadAlert(f"ts: {one_line(exc, 80)}") from None
+    zone = p.get("zone")
+    if zone is not None and not (isinstance(zone, dict) and isinstance(zone.get("name", ""), str)):
+        raise BadAlert("zone must be null or an object with a text name")
+    evidence = p.get("evidence", [])
+    if not isinstance(evidence, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str)
+                                                 for e in evidence):
+        raise BadAlert("evidence must be a list of objects, each with a text type")
+    if p.get("snapshot") is not None and not isinstance(p["snapshot"], str):
+        raise BadAlert("snapshot must be null or a topic")
+    return p, ts
+
+
+def alert_line(p: dict[str, Any], ts: float) -> str:
+    """One console line for an alert ``parse_alert`` accepted; every text from the box is escaped."""
+    when = datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+    zone = one_line(p["zone"].get("name") or p["zone"].get("id") or "-", 40) if p.get("zone") else "-"
+    sensors = one_line("+".join(sorted({e["type"] for e in p.get("evidence", [])})) or "-", 40)
     snap = " [snapshot]" if p.get("snapshot") else ""
-    return (f"{ts} {STATE_MARK.get(p['state'], p['state']):<6} {p['severity']:<8} {p['kind']:<13} "
-            f"{p['site']}/{p['box']:<12} {zone:<18} {sensors:<20} {p['summary']}{snap}  ({p['alert_id']})")
+    return (f"{when} {STATE_MARK[p['state']]:<6} {p['severity']:<8} {p['kind']:<13} "
+            f"{p['site']}/{p['box']:<12} {zone:<18} {sensors:<20} {one_line(p['summary'], 300)}{snap}  "
+            f"({p['alert_id']})")
+
+
+class BadMessageReport:
+    """Tells of bad messages once, then at most once every ``every_s`` with how many more there were."""
+
+    def __init__(self, write: Callable[[str], None], every_s: float = REPORT_EVERY_S) -> None:
+        self.write, self.every_s = write, every_s
+        self.count = 0
+        self._last = -float("inf")
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, topic: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            if now - self._last < self.every_s:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        more = f" ({held} more bad messages since the last report)" if held else ""
+        self.write(f"! {one_line(topic, 200)}: {one_line(reason, 300)}; skipped{more}")
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class Console:
@@ -74,17 +196,17 @@ class Console:
 
     def __init__(self, cfg: MqttConfig, show: Callable[[str], None], cache: AlertCache | None = None,
                  site: str = "+", box: str = "+", on_alert: Callable[[dict[str, Any], float], None] | None = None,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, warn: Callable[[str], None] = _to_stderr) -> None:
         for what, v in (("site", site), ("box", box)):
             if v != "+" and not IDENT_RE.match(v):
                 raise ValueError(f"{what} {v!r}: use letters, digits, '_' and '-'")
         self.cfg, self.show, self.cache, self.on_alert = cfg, show, cache, on_alert
+        self.bad = BadMessageReport(warn)
         self.filter = f"{cfg.prefix}/{site}/{box}"
         self.boxes: dict[str, str] = {}
         self.alerts: dict[str, dict[str, Any]] = {}  # alert id -> newest payload
         self.duplicates = 0
         self._seen: set[tuple[str, str, str]] = set()
-        self.rejected = 0
         self.connected = threading.Event()
         self.client = make_client(cfg, client_id or f"cp-watch-{int(time.time() * 1000) % 10**9}")
         self.client.on_connect = self._on_connect
@@ -105,27 +227,32 @@ class Console:
         client.subscribe([(f"{self.filter}/alerts", 1), (f"{self.filter}/status", 1)])
         self.connected.set()
 
+    @property
+    def rejected(self) -> int:
+        return self.bad.count
+
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._handle(msg)
+        except Exception as exc:  # paho would re-raise it, and that ends the network thread
+            log.debug("message on %r", msg.topic, exc_info=True)
+            self.bad(msg.topic, f"could not be handled ({type(exc).__name__}: {exc})")
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
         parts = msg.topic.split("/")
         if len(parts) != 4:
             return
         _prefix, site, box, leaf = parts
-        try:
-            p = json.loads(msg.payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.rejected += 1
-            self.show(f"! {msg.topic}: not JSON ({len(msg.payload)} bytes) ignored")
+        if not (IDENT_RE.match(site) and IDENT_RE.match(box)):
+            self.bad(msg.topic, "site and box in the topic must be ids")
             return
         if leaf == "status":
-            state = p.get("state") if isinstance(p, dict) else None
-            if state in ("online", "offline") and self.boxes.get(f"{site}/{box}") != state:
-                self.boxes[f"{site}/{box}"] = state
-                self.show(f"* box {site}/{box} is {state}" + (f" (version {p.get('version')})" if state == "online"
-                                                               else ""))
+            self._status(site, box, bytes(msg.payload))
             return
-        if not isinstance(p, dict) or not ULID_RE.match(str(p.get("alert_id", ""))) or "state" not in p:
-            self.rejected += 1
-            self.show(f"! {msg.topic}: not an alert, ignored")
+        try:
+            p, ts = parse_alert(bytes(msg.payload), site, box)
+        except BadAlert as exc:
+            self.bad(msg.topic, f"not an alert: {exc}")
             return
         received = time.time()
         # a redelivery repeats the same alert state with the same ts; a real change has a new ts
@@ -141,7 +268,19 @@ class Console:
         self.alerts[p["alert_id"]] = p
         if self.on_alert is not None:
             self.on_alert(p, received)
-        self.show(alert_line(p, received))
+        self.show(alert_line(p, ts))
+
+    def _status(self, site: str, box: str, payload: bytes) -> None:
+        try:
+            p = _load(payload)
+        except BadAlert as exc:
+            self.bad(f"{site}/{box}/status", str(exc))
+            return
+        state = p.get("state") if isinstance(p, dict) else None
+        if state in ("online", "offline") and self.boxes.get(f"{site}/{box}") != state:
+            self.boxes[f"{site}/{box}"] = state
+            version = f" (version {one_line(p.get('version'), 40)})" if state == "online" else ""
+            self.show(f"* box {site}/{box} is {state}{version}")
 
 
 def send_ack(cfg: MqttConfig, site: str, box: str, alert_id: str, by: str, note: str = "",
@@ -154,8 +293,8 @@ def send_ack(cfg: MqttConfig, site: str, box: str, alert_id: str, by: str, note:
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            p = json.loads(msg.payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            p = _load(bytes(msg.payload))
+        except BadAlert:
             return
         if isinstance(p, dict) and p.get("alert_id") == alert_id and p.get("state") == "acknowledged":
             confirmed.set()

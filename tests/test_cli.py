@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import zipfile
 from pathlib import Path
 
 import cv2
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.model import new_ulid
+from tests.brokers import Mosquitto, wait_for
 from tests.conftest import run_cli
 
 VERBS = ["check-config", "config", "detect", "demo", "zones", "model"]
@@ -115,3 +125,58 @@ def test_zones_where_by_pixel_and_by_latlon() -> None:
     assert json.loads(res.stdout)["zones"] == ["strip"]
     res = run_cli("zones", "where", "-c", cfg, "--latlon", "46.5600", "15.65")
     assert json.loads(res.stdout)["zones"] == []
+
+
+@pytest.mark.integration
+def test_watch_skips_hostile_alerts_and_shows_the_next_good_one_escaped(tmp_path: Path) -> None:
+    broker = Mosquitto().start()
+    exe = Path(sys.executable).with_name("edge-agent")
+    watch = subprocess.Popen([str(exe), "watch", "--broker", f"127.0.0.1:{broker.port}", "--cache",
+                              str(tmp_path / "watch.db"), "--duration", "120"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out: list[bytes] = []
+    assert watch.stdout is not None
+    threading.Thread(target=lambda: out.extend(iter(watch.stdout.readline, b"")), daemon=True).start()  # type: ignore[union-attr]
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hostile-box")
+    try:
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        root = "border/s1/b1"
+        pub.publish(f"{root}/status", json.dumps({"state": "online", "version": "9\x1b[31m"}), qos=1,
+                    retain=True).wait_for_publish(10)
+        assert wait_for(lambda: any(b"* box s1/b1 is online" in line for line in out), 30), out  # subscribed
+
+        def alert(**changes: object) -> dict[str, object]:
+            good = {"schema": "edge-agent/alert@1", "alert_id": new_ulid(), "incident_id": new_ulid(), "site": "s1",
+                    "box": "b1", "ts": "2026-11-23T10:00:00.000Z", "kind": "intrusion", "severity": "high",
+                    "state": "new", "zone": {"id": "strip", "name": "Strip"}, "location": None,
+                    "evidence": [{"sensor": "cam", "type": "thermal", "ts": "2026-11-23T10:00:00.000Z"}],
+                    "summary": "Person entered Strip", "snapshot": None}
+            return {**good, **changes}
+
+        deep: object = 1
+        for _ in range(40):  # under the JSON parser's recursion limit, over the console's depth limit
+            deep = [deep]
+        hostile = [b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe not utf-8", b"x" * 300_000, b"NaN",
+                   json.dumps(alert(alert_id=7)).encode(), json.dumps(alert(summary=["x"])).encode(),
+                   json.dumps(alert(ts=1e300)).encode(), json.dumps(alert(state="pwned")).encode(),
+                   json.dumps(alert(site="other")).encode(), json.dumps(alert(evidence="thermal")).encode(),
+                   json.dumps(alert(location=deep)).encode()]
+        for payload in hostile:
+            pub.publish(f"{root}/alerts", payload, qos=1).wait_for_publish(10)
+        last = alert(summary="Person\nFAKE 10:00:00 NEW critical\x1b[2J\x1b]0;owned\x07 entered")
+        pub.publish(f"{root}/alerts", json.dumps(last), qos=1).wait_for_publish(10)
+        assert wait_for(lambda: any(str(last["alert_id"]).encode() in line for line in out), 30), out
+    finally:
+        pub.loop_stop()
+        watch.send_signal(signal.SIGTERM)
+        _, err = watch.communicate(timeout=30)
+        broker.remove()
+    shown = [line for line in out if str(last["alert_id"]).encode() in line]
+    assert len(shown) == 1 and b"\x1b" not in b"".join(out) and b"\x07" not in b"".join(out)
+    assert b"Person\\nFAKE 10:00:00 NEW critical\\x1b[2J\\x1b]0;owned\\x07 entered" in shown[0]
+    assert not any(line.startswith(b"FAKE") for line in out)  # no forged line
+    assert len([line for line in out if b"NEW" in line]) == 1  # none of the hostile ones was shown
+    stderr = err.decode()
+    assert watch.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "border/s1/b1/alerts: not an alert: " in stderr and len(stderr.splitlines()) <= 3  # rate-limited

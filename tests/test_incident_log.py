@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -14,14 +15,15 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import shapely.geometry
 
 from edge_agent import review
-from edge_agent.model import Alert, new_ulid
-from edge_agent.store import Ack, IncidentStore, Rejected
+from edge_agent.model import Alert, Evidence, new_ulid
+from edge_agent.store import SCHEMA_VERSION, Ack, AckResult, IncidentStore, Rejected
 from edge_agent.zones import Site
 from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
@@ -191,7 +193,7 @@ def test_an_old_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = IncidentStore(path)
-    assert store.version == 2
+    assert store.version == SCHEMA_VERSION
     assert store.rejects()[0] == Rejected("md-1", 1.0, "bad checksum", b"\0")
     assert {"incidents", "evidence", "alerts", "outbox", "acks", "sensor_health", "ledger"} <= set(
         store.db.table_names())
@@ -259,3 +261,232 @@ def test_a_damaged_database_file_gets_a_clear_error(tmp_path: Path) -> None:
     missing = subprocess.run([EXE, "incidents", "list", "--db", str(tmp_path / "nope.db")], capture_output=True,
                              text=True)
     assert missing.returncode == 2 and "no incident database at" in missing.stderr
+
+
+# -- hostile stored data: a tampered file, or one written before the checks existed ------------------------
+
+EXTREME_TIMES = [-62135596801.0, -62135596800.0, 253402300800.0, 1e20, float("inf"), float("-inf"), -1e300]
+
+
+def _hostile_database(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A real incident log, then rows edited with sqlite3 the way a tampered (or pre-fix) file holds them."""
+    store = IncidentStore(tmp_path / "incidents.db")
+    t = time.time() - 3600
+    incs = [log_incident(store, t + i) for i in range(len(EXTREME_TIMES) + 3)]
+    for inc in incs[:3]:
+        store.acknowledge(Ack(inc.alert_id or "", "sgt-novak", t + 100, "seen"))
+    store.add_rejects([Rejected("md-1", t, "bad checksum", b"$PMDET")])
+    store.close()
+    ids = [inc.incident_id for inc in incs]
+    conn = sqlite3.connect(tmp_path / "incidents.db")
+    with conn:
+        for inc_id, extreme in zip(ids, EXTREME_TIMES, strict=False):
+            conn.execute("UPDATE incidents SET opened = ?, updated = ?, acked_ts = ?, closed = ? WHERE id = ?",
+                         [extreme, extreme, extreme, extreme, inc_id])
+            conn.execute("UPDATE evidence SET ts = ? WHERE incident_id = ?", [extreme, inc_id])
+        conn.execute("UPDATE acks SET ts = 1e20, received = '9999-99-99'")
+        conn.execute("UPDATE rejected_input SET ts = -1e300")
+        conn.execute("UPDATE outbox SET created = 'yesterday', delivered = x'00ff'")
+        odd = ids[-3]  # wrong types everywhere a text or a number belongs, NULLs where allowed
+        conn.execute("UPDATE incidents SET opened = 'Infinity', kind = 7, severity = x'ff00', state = 3.5, "
+                     "zone_id = x'1b5b326a', zone_name = NULL, lat = 'north', lon = 1e400, sensors = 12, "
+                     "summary = ?, acked_by = x'00', acked_ts = 'soon' WHERE id = ?",
+                     ["evil\x1b[2J\r\nFORGED LINE " + "x" * 200_000, odd])
+        conn.execute("UPDATE evidence SET data = '{not json', sensor = x'07', type = 4, lat = 'x' "
+                     "WHERE incident_id = ?", [odd])
+        conn.execute("UPDATE evidence SET data = ? WHERE incident_id = ?", ["[" * 5000 + "]" * 5000, ids[-2]])
+        conn.execute("UPDATE evidence SET data = '[1, 2]', ts = 'noon' WHERE incident_id = ?", [ids[-1]])
+        conn.execute("UPDATE incidents SET degraded = x'1b5d303b', closed = 'later' WHERE id = ?", [ids[-1]])
+    conn.close()
+    return tmp_path / "incidents.db", ids
+
+
+def _strict_json(text: str) -> object:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_review_verb_survives_hostile_stored_rows(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    db, ids = _hostile_database(tmp_path)
+    results = {}
+    for name, args in {
+        "list": ["incidents", "list", "--limit", "100"],
+        "list-json": ["incidents", "list", "--limit", "100", "--json"],
+        "stats": ["incidents", "stats"],
+        "stats-json": ["incidents", "stats", "--json"],
+        "csv": ["incidents", "export", "--format", "csv"],
+        "geojson": ["incidents", "export", "--format", "geojson"],
+        "html": ["incidents", "export", "--format", "html"],
+        **{f"show-{i}": ["incidents", "show", inc_id] for i, inc_id in enumerate(ids)},
+        **{f"show-json-{i}": ["incidents", "show", inc_id, "--json"] for i, inc_id in enumerate(ids)},
+    }.items():
+        res = run_cli(*args, "--db", str(db), timeout=60)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, (name, res.stderr[-2000:])
+        results[name] = res.stdout
+    verify = run_cli("incidents", "verify", "--db", str(db), timeout=60)
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr and "TAMPERED: incidents" in verify.stdout
+
+    assert "invalid-time(1e+20)" in results["show-3"] and "invalid-time(inf)" in results["show-4"]
+    assert "0001-01-01T00:00:00.000Z" in results["show-1"]  # the first second of year 1 is still a date
+    for name in ("list", "stats") + tuple(f"show-{i}" for i in range(len(ids))):
+        assert "\x1b" not in results[name] and "\r" not in results[name], name  # escaped for the terminal
+    assert "\n  evil\\x1b[2J\\r\\nFORGED LINE x" in results[f"show-{len(ids) - 3}"]
+    assert "invalid_data" in results[f"show-json-{len(ids) - 3}"]
+    assert len(results["list"].splitlines()) == len(ids) + 1  # one line per incident, none forged
+    for name in ("list-json", "stats-json", "geojson", *(f"show-json-{i}" for i in range(len(ids)))):
+        _strict_json(results[name])
+    features = _strict_json(results["geojson"])["features"]  # type: ignore[index]
+    assert len(features) == len(ids)
+    assert all(f["geometry"] is None or all(map(math.isfinite, f["geometry"]["coordinates"])) for f in features)
+    assert len(list(csv.reader(io.StringIO(results["csv"])))) == len(ids) + 1
+    assert results["html"].count("<tr class=") == len(ids) and "\x1b" not in results["html"]
+
+
+def _snapshot_incident(store: IncidentStore, t: float) -> str:
+    inc = log_incident(store, t)
+    alert = Alert(new_ulid(t), inc.incident_id, "s", "b", t, "intrusion", "medium", "updated", None, None, (),
+                  "with a snapshot")
+    store.queue_alert(alert, b"\xff\xd8SNAPSHOT-OK\xff\xd9")
+    return inc.incident_id
+
+
+def test_snapshot_paths_from_the_database_are_never_followed_out_of_the_snapshot_folder(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"TOP-SECRET")
+    store = IncidentStore(tmp_path / "box" / "incidents.db")
+    t = time.time() - 400 * 86400
+    good, *bad = (_snapshot_incident(store, t + i) for i in range(5))
+    good_file = store.snapshot_file(store.db.execute("SELECT snapshot FROM incidents WHERE id = ?",
+                                                     [good]).fetchone()[0])
+    day_dir = good_file.parent
+    link = day_dir / f"{new_ulid()}.jpg"
+    link.symlink_to(secret)  # the right form, but a link out of the folder
+    tampered = ["../../secret.jpg", str(secret), f"snapshots/{day_dir.name}/{link.name}",
+                f"snapshots/{day_dir.name}/../../../secret.jpg"]
+    for inc_id in bad:
+        store.close_incident(inc_id, t + 60)
+    store.close_incident(good, t + 60)
+    store.delivered([r[0] for r in store.db.execute("SELECT seq FROM outbox")], time.time())
+    store.close()
+    conn = sqlite3.connect(tmp_path / "box" / "incidents.db")
+    with conn:
+        for inc_id, rel in zip(bad, tampered, strict=True):
+            conn.execute("UPDATE incidents SET snapshot = ? WHERE id = ?", [rel, inc_id])
+    conn.close()
+    db = str(tmp_path / "box" / "incidents.db")
+
+    verify = run_cli("incidents", "verify", "--db", db, timeout=60)
+    assert verify.returncode == 1
+    for inc_id, rel in zip(bad, tampered, strict=True):
+        refused = [line for line in verify.stdout.splitlines() if inc_id in line and "never read or deleted" in line]
+        assert len(refused) == 1, (rel, verify.stdout)
+    page = run_cli("incidents", "export", "--format", "html", "--db", db, timeout=60)
+    assert page.returncode == 0, page.stderr
+    assert base64.b64encode(b"TOP-SECRET").decode() not in page.stdout
+    assert base64.b64encode(b"\xff\xd8SNAPSHOT-OK\xff\xd9").decode() in page.stdout
+    assert page.stdout.count("snapshot not shown:") == len(tampered)
+    show = run_cli("incidents", "show", bad[0], "--db", db, timeout=60)
+    assert "snapshot: not shown: snapshot path '../../secret.jpg' is not of the form" in show.stdout
+
+    store = IncidentStore(tmp_path / "box" / "incidents.db")
+    removed = store.retain(time.time(), max_age_s=365 * 86400, critical_age_s=730 * 86400)
+    assert {inc for inc, what, _ in removed} == {good, *bad}
+    store.close()
+    assert secret.read_bytes() == b"TOP-SECRET" and link.is_symlink()  # retention deleted none of them
+    assert not good_file.exists()  # but it did delete the snapshot the store wrote
+
+
+def _evidence(t: float, i: int) -> Evidence:
+    return Evidence("cam", "thermal", t + i, (("label", "person"), ("track_id", i)), (46.55, 15.65))
+
+
+def _vm_steps(store: IncidentStore, work: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps (in hundreds) a call costs: a count that does not depend on the host."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    store.db.conn.set_progress_handler(tick, 100)
+    try:
+        work()
+    finally:
+        store.db.conn.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_the_incident_digest_is_incremental_and_matches_a_fresh_fold(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    t = time.time() - 3600
+    small, big = log_incident(store, t), log_incident(store, t + 1)
+    with store._tx():  # 3,000 rows of evidence in one incident, written at once
+        store._insert_evidence(big.incident_id, [_evidence(t, i) for i in range(3000)])
+        store._chain_incident(big.incident_id)
+    cost_small = _vm_steps(store, lambda: store.add_evidence(small, _evidence(t, -1)))
+    cost_big = _vm_steps(store, lambda: store.add_evidence(big, _evidence(t, -1)))
+    assert cost_big < 2 * cost_small + 50, (cost_small, cost_big)  # not a re-hash of 3,000 rows
+    assert store._incident_digest(big.incident_id) == store._incident_digest(big.incident_id, cached=False)
+
+    with pytest.raises(RuntimeError), store._tx():  # a write that rolls back after the digest took it in
+        store._insert_evidence(small.incident_id, [_evidence(t, -2)])
+        store._chain_incident(small.incident_id)
+        raise RuntimeError("disk full")
+    store.add_evidence(big, _evidence(t, -3))  # takes the rolled-back row's id
+    store.add_evidence(small, _evidence(t, -4))
+    for inc in (small, big):
+        assert store._incident_digest(inc.incident_id) == store._incident_digest(inc.incident_id, cached=False)
+    assert store.verify() == []
+    store.close()
+    with sqlite3.connect(tmp_path / "incidents.db") as conn:
+        conn.execute("UPDATE evidence SET data = '{}' WHERE id = (SELECT MIN(id) FROM evidence WHERE incident_id = ?)",
+                     [big.incident_id])
+    conn.close()
+    again = IncidentStore(tmp_path / "incidents.db")
+    assert [str(p) for p in again.verify()] == [f"incidents {big.incident_id}: row changed after it was written"]
+    again.close()
+
+
+def test_ledger_entries_written_before_the_running_digest_still_verify(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    t = time.time() - 3600
+    old, older = log_incident(store, t), log_incident(store, t + 1)
+    for inc in (old, older):  # the last entry of each as the agent wrote it before "v2:"
+        with store._tx():
+            store._chain("incident", inc.incident_id, store._incident_digest_v1(inc.incident_id))
+    digests = dict(store.db.execute("SELECT ref, digest FROM ledger WHERE kind = 'incident' ORDER BY seq"))
+    assert not digests[old.incident_id].startswith("v2:")
+    assert store.verify() == []
+    store.add_evidence(older, _evidence(t, 5))  # a new entry in the new form after old ones
+    assert store.db.execute("SELECT digest FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()[0].startswith("v2:")
+    assert store.verify() == []
+    store.db.execute("UPDATE evidence SET ts = 0 WHERE incident_id = ?", [old.incident_id])
+    store.db.execute("UPDATE evidence SET ts = 0 WHERE incident_id = ?", [older.incident_id])
+    changed = {p.ref for p in store.verify() if p.what == "row changed after it was written"}
+    assert changed == {old.incident_id, older.incident_id}  # both forms still catch a change
+    store.close()
+
+
+def test_acks_say_what_they_did_and_are_stored_bounded(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.db")
+    t = time.time() - 60
+    inc = log_incident(store, t)
+    unknown = store.record_ack(Ack(new_ulid(), "spoofer", t, "nothing"), received=t + 1)
+    assert unknown == AckResult("unknown_alert") and store.db.execute("SELECT COUNT(*) FROM acks").fetchone()[0] == 0
+    first = store.record_ack(Ack(inc.alert_id or "", "sgt\x1b[2J-novak" + "x" * 200, math.inf, "n" * 5000 + "\0"),
+                             received=t + 2)
+    assert first.outcome == "acknowledged" and first.alert is not None and first.alert.state == "acknowledged"
+    again = store.record_ack(Ack(inc.alert_id or "", "cpl-horvat", t + 3, "me too"), received=t + 3)
+    assert again.outcome == "already_acknowledged" and again.alert is None
+    assert store.acknowledge(Ack(inc.alert_id or "", "cpl-horvat", t + 4)) is None  # the old meaning holds
+    by, ts, note = store.db.execute("SELECT by, ts, note FROM acks ORDER BY id").fetchone()
+    assert by == ("sgt[2J-novak" + "x" * 200)[:64] and by.isprintable() and ts == t + 2 and note == "n" * 1000
+    assert store.db.execute("SELECT acked_by, acked_ts FROM incidents").fetchone() == (by, t + 2)
+    assert store.verify() == []
+    store.close()
