@@ -16,9 +16,9 @@ lines and fusion rules from the config file without touching sensors.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -37,7 +37,8 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.delivery import Publisher, topic_root
 from edge_agent.detection import build_detector, build_pipeline, is_live
-from edge_agent.model import Alert, iso_ms
+from edge_agent.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
+from edge_agent.model import Alert, iso_ms, one_line
 from edge_agent.sdnotify import Notifier
 from edge_agent.store import Ack, IncidentStore, Rejected, StoreError
 from edge_agent.zones import Site
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 CORE_QUEUE = 2000
 STAGE_STALE_S = {"core": 10.0, "delivery": 10.0, "detect": 60.0}
 RETENTION_EVERY_S = 3600.0
+DISK_FULL_RETENTION_EVERY_S = 10.0
+FAULT_HOLD_MIN_S = 10.0  # a sensor back from a fault must stay well this long before it counts as back
+FAULT_ALERTS_PER_H = 6  # sensor_fault alerts per sensor per hour; more state changes are logged, not alerted
 
 
 @dataclass(slots=True)
@@ -64,14 +68,14 @@ class Stage:
     beat_of: Callable[[], float] | None = None  # where the heartbeat lives when the stage keeps its own
     ended_of: Callable[[], bool] | None = None  # a finite source that has ended
 
-    def alive(self, now: float) -> bool:
+    def alive(self, now: float, stale_s: dict[str, float] = STAGE_STALE_S) -> bool:
         if self.error:
             return False
         if self.finished or (self.ended_of is not None and self.ended_of()):
             return True
         if self.thread is not None and not self.thread.is_alive():
             return False
-        stale = STAGE_STALE_S.get(self.kind)
+        stale = stale_s.get(self.kind)
         if stale is None:  # readers block on their source: a live thread is a live stage
             return True
         beat = self.beat_of() if self.beat_of is not None else self.beat
@@ -84,6 +88,17 @@ class RunSummary:
     incidents: set[str] = field(default_factory=set)
     fused: int = 0
     frames: int = 0
+    core_errors: int = 0  # messages the core stage could not handle (kept as rejected input)
+
+
+@dataclass(slots=True)
+class SensorState:
+    """The one record of a sensor's health state: what it is, since when, and its recent fault alerts."""
+
+    state: str
+    since: float
+    hold_s: float
+    fault_alerts: list[float] = field(default_factory=list)
 
 
 class Agent:
@@ -107,9 +122,12 @@ class Agent:
         self._latest_lock = threading.Lock()
         self._snapshotted: set[str] = set()
         self._first_seen: dict[tuple[str, int], float] = {}
-        self._sensor_state: dict[str, str] = {}
+        self._sensors: dict[str, SensorState] = {}
         self._detect_ms: dict[str, float] = {}
         self._reload_requested = threading.Event()
+        self.stale_s = dict(STAGE_STALE_S)
+        self.disk: DiskGuard | None = None
+        self.unwritten: UnwrittenQueue | None = None
 
     # -- building ----------------------------------------------------------------------------------------
 
@@ -127,9 +145,12 @@ class Agent:
         self.root = topic_root(cfg.mqtt.prefix if cfg.mqtt else "border", cfg.site, cfg.box)
         self.store = IncidentStore(cfg.db_path, max_rejects=cfg.incident_log.max_rejects,
                                    snapshot_max_bytes=cfg.incident_log.snapshot_max_kb * 1024)
+        self.disk = DiskGuard(cfg.db_path.parent, int(cfg.incident_log.reserve_mb * 2**20))
+        self.disk.hold_reserve()
+        self.unwritten = UnwrittenQueue(self.disk.counters)
         left_open = self.store.close_open(time.time())
         if left_open:
-            log.info("closed %d incident(s) a previous run left open", left_open)
+            log.info("closed %d incident(s) a previous run left open; their alerts go out as closed", left_open)
         self._build_rules(cfg)
         cams = [c for c in cfg.cameras if c.enabled]
         if cams:
@@ -143,7 +164,7 @@ class Agent:
         for s in cfg.fixed_sensors:
             if s.url:
                 self.feeds[s.id] = SensorFeed(s.id, s.kind, s.url, self._feed_event, max_skew_s=s.max_skew_s,
-                                              hb_timeout_s=s.hb_timeout_s)
+                                              hb_timeout_s=s.hb_timeout_s, accept=cfg.accepted_ids(s.id))
         if cfg.mqtt is not None:
             self.publisher = Publisher(cfg.mqtt, cfg.site, cfg.box, self.store, self._mqtt_ack)
             self.publisher.start()
@@ -153,7 +174,7 @@ class Agent:
         for cam_id, cam in self.cameras.items():
             cam.start(self.stop_event)
             self.stages[f"camera:{cam_id}"] = Stage(f"camera:{cam_id}", "camera", cam._thread,
-                                                    ended_of=lambda cam=cam: cam.ended)
+                                                    ended_of=lambda cam=cam: cam.counters.state == "ended")
             self._spawn(f"detect:{cam_id}", "detect", self._detect, cam_id)
         for feed in self.feeds.values():
             feed.start(self.stop_event)
@@ -188,7 +209,13 @@ class Agent:
             frame = cam.read(0.5)
             if frame is None:
                 continue
-            result = pipeline.process(frame)
+            try:
+                result = pipeline.process(frame)
+            except Exception as exc:  # one frame the detector cannot take is a rejected frame, not a dead stage
+                log.exception("camera %s: frame %s could not be processed", cam_id, frame.seq)
+                self._put(("reject", Rejected(cam_id, time.time(), f"detection failed on frame {frame.seq}: "
+                                              f"{type(exc).__name__}: {exc}", b"")))
+                continue
             last_ts = frame.ts
             if result.detected:
                 self._detect_ms[cam_id] = result.detect_ms
@@ -217,7 +244,6 @@ class Agent:
 
     def _core(self, stage: Stage) -> None:
         next_tick = 0.0
-        next_health = time.monotonic() + 2.0
         next_retention = time.monotonic() + 60.0
         while True:
             stage.beat = time.monotonic()
@@ -226,21 +252,37 @@ class Agent:
             except queue.Empty:
                 item = None
             if item is not None:
-                self._handle(item)
+                self._handle_one(item)
             elif self.stop_event.is_set():
                 break  # the queue is drained
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + 0.5
-                self._housekeeping(time.time())
-            if now >= next_health:
-                interval = self.config.mqtt.health_interval_s if self.config.mqtt else 30.0
-                next_health = now + interval
-                if self.publisher is not None:
-                    self.publisher.publish_health(self.health())
+                self._guarded("housekeeping", self._housekeeping, time.time())
             if now >= next_retention:
-                next_retention = now + RETENTION_EVERY_S
-                self._retention()
+                next_retention = now + (DISK_FULL_RETENTION_EVERY_S if self.disk is not None and self.disk.full
+                                        else RETENTION_EVERY_S)
+                self._guarded("retention", self._retention)
+        self._guarded("housekeeping", self._housekeeping, time.time())  # rejects and states of the last moments
+
+    def _guarded(self, what: str, work: Callable[..., None], *args: Any) -> None:
+        """Housekeeping that fails is logged and tried again on the next turn; it never ends the core stage."""
+        try:
+            work(*args)
+        except Exception:
+            log.exception("core stage: %s failed; trying again on the next turn", what)
+
+    def _handle_one(self, item: tuple[Any, ...]) -> None:
+        """One message; one that raises is logged, kept as rejected input, and the stage goes on."""
+        try:
+            self._handle(item)
+        except Exception as exc:
+            self.summary.core_errors += 1
+            log.exception("core stage could not handle a %s message; kept as rejected input", item[0])
+            sensor = {"event": lambda: item[1].sensor, "frame": lambda: item[1], "ack": lambda: "mqtt-acks"}.get(
+                item[0], lambda: "core")()
+            self._reject([Rejected(str(sensor), time.time(), f"core stage error: {type(exc).__name__}: {exc}"[:500],
+                                   repr(item[1:])[:512].encode("utf-8", "replace"))])
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         what = item[0]
@@ -261,17 +303,14 @@ class Agent:
         elif what == "event":
             ev = item[1]
             if isinstance(ev, MetalEvent):
-                self.fusion.on_metal(ev)
+                self._metal(ev)
             else:
                 self.fusion.on_radio(ev)
         elif what == "ack":
-            assert self.store is not None
-            acked = self.store.acknowledge(item[1])
-            if acked is None:
-                log.info("ack for %s: unknown alert or acknowledged before (recorded)", item[1].alert_id)
-            else:
-                log.info("alert %s acknowledged by %s", acked.alert_id, item[1].by)
-                self._announce(acked)
+            ack = item[1]
+            self._write(f"ack of {ack.alert_id}", lambda: self._acknowledge(ack))
+        elif what == "reject":
+            self._reject([item[1]])
         elif what == "reload":
             self.config = item[1]
             self._build_rules(item[1])
@@ -279,54 +318,146 @@ class Agent:
                      self.config_path, len(self.config.zones), len(self.config.lines), len(self.config.fusion))
 
     def _housekeeping(self, now: float) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.disk is not None and self.unwritten is not None
+        self.disk.check()
+        if self.unwritten and self.unwritten.flush():
+            self._announce(None)
         self.fusion.tick(now)
         for cam_id, cam in self.cameras.items():
             self._sensor(cam_id, "ended" if cam.ended else cam.state, cam.counters.last_error or "", now)
         for feed in self.feeds.values():
             rejects = feed.drain_rejects()
             if rejects:
-                self.store.add_rejects(Rejected(r.sensor, r.received, r.reason, r.line) for r in rejects)
+                self._reject([Rejected(r.sensor, r.received, r.reason, r.line) for r in rejects])
             silent = set(feed.faulty(now))
             for sensor in silent:
                 self._sensor(sensor, "faulty", f"no heartbeat for {feed.health.hb_timeout_s:.0f} s", now)
             if feed.kind == "metal":
                 for sensor in list(feed.health.last_heard or {}):
-                    if sensor not in silent and self._sensor_state.get(sensor) == "faulty":
+                    if sensor not in silent and self._state_of(sensor) == "faulty":
                         self._sensor(sensor, "ok", "heartbeat back", now)
         for cam in self.cameras.values():
             bad = []
             while cam.counters.rejects:  # popleft: a frame rejected meanwhile by the reader thread is not lost
                 bad.append(cam.counters.rejects.popleft())
             if bad:
-                self.store.add_rejects(Rejected(r.camera_id, r.ts, r.reason, b"") for r in bad)
-        if self.config.mqtt is not None:
+                self._reject([Rejected(r.camera_id, r.ts, r.reason, b"") for r in bad])
+        if self.config.mqtt is not None and not self.unwritten:
             for alert in self.store.due_escalations(now, self.config.mqtt.escalate_after_s):
                 log.warning("alert %s not acknowledged in %.0f s: escalated", alert.alert_id,
                             self.config.mqtt.escalate_after_s)
                 self._announce(alert)
 
-    def _sensor(self, sensor: str, state: str, detail: str, now: float) -> None:
-        before = self._sensor_state.get(sensor)
-        if state == before or (before is None and state in ("online", "ok", "starting")):
-            self._sensor_state.setdefault(sensor, state)
+    # -- sensor health: one owner --------------------------------------------------------------------------
+
+    def _hold_s(self, sensor: str) -> float:
+        """A sensor's own hysteresis: its heartbeat timeout (metal), its stall time (camera), at least 10 s."""
+        for s in self.config.fixed_sensors:
+            if s.id == sensor:
+                return max(FAULT_HOLD_MIN_S, s.hb_timeout_s)
+        for c in self.config.cameras:
+            if c.id == sensor:
+                return max(FAULT_HOLD_MIN_S, c.stall_s)
+        return FAULT_HOLD_MIN_S
+
+    def _state_of(self, sensor: str) -> str | None:
+        known = self._sensors.get(sensor)
+        return known.state if known is not None else None
+
+    def _metal(self, ev: MetalEvent) -> None:
+        """Metal events: TAMPER and FAULT are sensor states (owned here), the rest goes to fusion."""
+        if ev.event in ("TAMPER", "FAULT"):
+            self._sensor(ev.sensor, "faulty", f"the detector reports {ev.event}", ev.received, ev)
+        elif ev.event == "HB":
+            if self._state_of(ev.sensor) == "faulty":
+                self._sensor(ev.sensor, "ok", "heartbeat back", ev.received)
+        else:
+            self.fusion.on_metal(ev)
+
+    def _sensor(self, sensor: str, state: str, detail: str, now: float, ev: MetalEvent | None = None) -> None:
+        """A sensor's state as seen now. A fault counts at once; a recovery only after the sensor's hold time
+        in the fault, so one sensor cannot flap faster than its own hysteresis; fault alerts per sensor and
+        hour are bounded."""
+        known = self._sensors.get(sensor)
+        if known is None:
+            self._sensors[sensor] = known = SensorState("ok", now, self._hold_s(sensor))
+            if state in ("online", "ok", "starting"):
+                known.state = state
+                return
+        elif state == known.state or (state in ("online", "ok") and known.state in ("online", "ok", "starting")):
+            known.state = state
             return
-        self._sensor_state[sensor] = state
-        assert self.store is not None
-        self.store.sensor_state(sensor, state, detail, now)
-        if state in ("offline", "faulty"):
+        failed = state in ("offline", "faulty")
+        recovered = known.state in ("offline", "faulty") and state in ("online", "ok")
+        if recovered and now - known.since < known.hold_s:
+            return  # not yet: it must stay well for its hold time first (asked again on the next turn)
+        before, known.state, known.since = known.state, state, now
+        self._write(f"state of {sensor}", lambda: self._store().sensor_state(sensor, state, detail, now))
+        if failed:
             log.error("sensor %s is %s: %s", sensor, state, detail)
-            self.fusion.sensor_fault(sensor, f"{sensor} {state}: {detail}" if detail else f"{sensor} {state}", now)
-        elif before in ("offline", "faulty") and state in ("online", "ok"):
+            if before in ("offline", "faulty"):
+                return  # one fault episode, one alert
+            known.fault_alerts = [t for t in known.fault_alerts if now - t < 3600.0]
+            if len(known.fault_alerts) >= FAULT_ALERTS_PER_H:
+                log.warning("sensor %s: %d fault alerts in the last hour; this one is logged, not alerted",
+                            sensor, len(known.fault_alerts))
+                return
+            known.fault_alerts.append(now)
+            self.fusion.sensor_fault(sensor, f"{sensor} {state}: {detail}" if detail else f"{sensor} {state}", now,
+                                     ev)
+        elif recovered:
             log.info("sensor %s is back (%s)", sensor, state)
             self.fusion.sensor_ok(sensor, now)
+
+    # -- writing the incident log: a full disk degrades, never stops -----------------------------------------
+
+    def _store(self) -> IncidentStore:
+        assert self.store is not None
+        return self.store
+
+    def _write(self, what: str, write: Callable[[], None]) -> None:
+        """An incident-log write that must not be lost: done now, or, when the disk is full, held in order and
+        done when there is room."""
+        assert self.disk is not None and self.unwritten is not None
+        if self.unwritten:
+            self.unwritten.add(what, write)  # keep the order: older writes wait
+            return
+        try:
+            write()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            if self.disk.give_up_reserve():
+                try:
+                    write()
+                    return
+                except Exception as again:
+                    if not is_disk_full(again):
+                        raise
+            self.unwritten.add(what, write)
+
+    def _reject(self, rows: list[Rejected]) -> None:
+        """Rejected input goes to the log unless the disk is full (then it is counted and dropped first)."""
+        assert self.disk is not None
+        if self.disk.full:
+            self.disk.counters.dropped_rejects += len(rows)
+            return
+        try:
+            self._store().add_rejects(rows)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.disk.counters.dropped_rejects += len(rows)
+            self.disk.give_up_reserve()
 
     def _retention(self) -> None:
         assert self.store is not None
         r = self.config.incident_log.retention
+        min_free = int(r.min_free_mb * 2**20)
+        if self.disk is not None and self.disk.full:  # room for the reserve and as much again
+            min_free = max(min_free, 3 * self.disk.reserve_bytes, 2**21)
         try:
-            removed = self.store.retain(time.time(), r.max_age_days * 86400, r.critical_age_days * 86400,
-                                        int(r.min_free_mb * 1024 * 1024))
+            removed = self.store.retain(time.time(), r.max_age_days * 86400, r.critical_age_days * 86400, min_free)
         except StoreError as exc:
             log.error("retention: %s", exc)
             return
@@ -336,31 +467,52 @@ class Agent:
     # -- incidents and alerts (core thread) --------------------------------------------------------------
 
     def _evidence(self, inc: Any, evidence: Any) -> None:
-        assert self.store is not None
-        self.store.add_evidence(inc, evidence)
+        self._write(f"evidence of incident {inc.incident_id}", lambda: self._store().add_evidence(inc, evidence))
+
+    def _acknowledge(self, ack: Ack) -> None:
+        result = self._store().record_ack(ack)
+        if result.outcome == "unknown_alert":  # spoofed, or of another box: kept as rejected input, not as an ack
+            log.warning("ack for unknown alert %s rejected", ack.alert_id)
+            self._reject([Rejected("mqtt-acks", time.time(), f"ack for unknown alert {ack.alert_id}",
+                                   json.dumps({"alert_id": ack.alert_id, "by": ack.by, "note": ack.note[:200]})
+                                   .encode())])
+        elif result.alert is not None:
+            log.info("alert %s acknowledged by %s", ack.alert_id, one_line(ack.by, 64))
+            self._announce(result.alert)
+        else:
+            log.info("alert %s was acknowledged before; this ack by %s is recorded too", ack.alert_id,
+                     one_line(ack.by, 64))
 
     def _alert(self, alert: Alert) -> None:
         """The fusion engine's emit: snapshot, commit to the outbox, wake the publisher."""
-        assert self.store is not None
+        assert self.disk is not None
         jpeg = None
         if alert.alert_id not in self._snapshotted and alert.state in ("new", "updated"):
-            jpeg = self._snapshot(alert)
+            if self.disk.full:  # snapshots give way first when the disk is full
+                self.disk.counters.dropped_snapshots += 1
+            else:
+                jpeg = self._snapshot(alert)
             if jpeg is not None:
                 self._snapshotted.add(alert.alert_id)
                 alert = replace(alert, snapshot=f"{self.root}/snapshots/{alert.alert_id}")
-        self.store.queue_alert(alert, jpeg)
+
+        def commit(alert: Alert = alert, jpeg: bytes | None = jpeg) -> None:
+            self._store().queue_alert(alert, jpeg)
+            self._announce(alert)
+
+        self._write(f"alert {alert.alert_id} ({alert.state})", commit)
         key = (alert.kind, alert.severity)
         if alert.state in ("new", "updated"):
             self.summary.alerts[key] = self.summary.alerts.get(key, 0) + 1
             self.summary.incidents.add(alert.incident_id)
             if alert.kind == "fused":
                 self.summary.fused += 1
-        self._announce(alert)
 
-    def _announce(self, alert: Alert) -> None:
+    def _announce(self, alert: Alert | None) -> None:
+        """Wake the publisher; tell ``on_alert`` of an alert now in the outbox."""
         if self.publisher is not None:
             self.publisher.wake()
-        if self.on_alert is not None:
+        if self.on_alert is not None and alert is not None:
             self.on_alert(alert)
 
     def _snapshot(self, alert: Alert) -> bytes | None:
@@ -398,24 +550,28 @@ class Agent:
             sensors[cam_id] = {"kind": "camera", "state": "ended" if cam.ended else cam.state,
                                "rate_hz": round(c.fps, 2), "frames_bad": c.frames_bad}
         for feed in self.feeds.values():
-            sensors[feed.sensor_id] = {"kind": feed.kind, "state": self._sensor_state.get(feed.sensor_id, "ok"),
-                                       "events": feed.counters.events, "rejected": feed.counters.rejected,
-                                       "seq_gaps": feed.counters.seq_gaps}
-        try:
-            free_mb = shutil.disk_usage(self.config.db_path.parent).free / 2**20
-        except OSError:
-            free_mb = None
+            sensors[feed.sensor_id] = {"kind": feed.kind, "state": self._state_of(feed.sensor_id) or "ok",
+                                       "lines": feed.reader.counters.lines, "events": feed.counters.events,
+                                       "rejected": feed.counters.rejected, "seq_gaps": feed.counters.seq_gaps}
+        assert self.disk is not None and self.unwritten is not None
+        free = self.disk.free_bytes()
+        d = self.disk.counters
         mono = time.monotonic()
+        stages = {name: ("ok" if s.alive(mono, self.stale_s) else (s.error or "stalled"))
+                  for name, s in self.stages.items()}
         return {
             "ts": iso_ms(now), "version": __version__, "uptime_s": round(now - self.started, 1),
-            "state": "ok" if all(s.alive(mono) for s in self.stages.values()) and not self.fusion.faulty
+            "state": "ok" if all(v == "ok" for v in stages.values()) and not self.fusion.faulty and not self.disk.full
             else "degraded",
             "sensors": sensors,
             "detector_ms": {k: round(v, 1) for k, v in self._detect_ms.items()},
-            "queues": {"core": self.core_q.qsize(), "core_max": CORE_QUEUE},
+            "queues": {"core": self.core_q.qsize(), "core_max": CORE_QUEUE, "core_errors": self.summary.core_errors},
             "outbox": {"backlog": backlog, "oldest_s": round(oldest, 1)},
-            "disk_free_mb": round(free_mb, 1) if free_mb is not None else None,
-            "stages": {name: ("ok" if s.alive(mono) else (s.error or "stalled")) for name, s in self.stages.items()},
+            "disk_free_mb": round(free / 2**20, 1) if free is not None else None,
+            "disk": {"full": self.disk.full, "reserve_held": self.disk.reserve.exists(),
+                     "unwritten": len(self.unwritten), "dropped_snapshots": d.dropped_snapshots,
+                     "dropped_rejects": d.dropped_rejects, "lost": d.unwritten_lost},
+            "stages": stages,
             "ledger_head": self.store.ledger_head(),
         }
 
@@ -439,7 +595,16 @@ class Agent:
 
     def all_alive(self) -> bool:
         now = time.monotonic()
-        return all(s.alive(now) for s in self.stages.values())
+        return all(s.alive(now, self.stale_s) for s in self.stages.values())
+
+    def _publish_health(self) -> None:
+        """From the main thread, so that health still goes out (and says so) when a stage hangs or dies."""
+        if self.publisher is None:
+            return
+        try:
+            self.publisher.publish_health(self.health())
+        except Exception:
+            log.exception("health could not be published")
 
     def run_forever(self, duration_s: float | None = None, until: Callable[[], bool] | None = None) -> int:
         """The main loop: watchdog, reload requests; returns when stopped (signal, duration or ``until``)."""
@@ -447,6 +612,8 @@ class Agent:
         interval = min(5.0, (self.notifier.watchdog_s or 10.0) / 3)
         end = time.monotonic() + duration_s if duration_s else None
         last_status = ""
+        health_every = self.config.mqtt.health_interval_s if self.config.mqtt else 30.0
+        next_health = time.monotonic() + min(2.0, health_every)
         while not self.stop_event.wait(min(interval, 0.5)):
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
@@ -454,8 +621,11 @@ class Agent:
             alive = self.all_alive()
             if alive:
                 self.notifier.watchdog()
+            if time.monotonic() >= next_health:
+                next_health = time.monotonic() + health_every
+                self._publish_health()
             status = "ok" if alive else "stage down: " + ", ".join(
-                n for n, s in self.stages.items() if not s.alive(time.monotonic()))
+                n for n, s in self.stages.items() if not s.alive(time.monotonic(), self.stale_s))
             if status != last_status:
                 self.notifier.status(status)
                 if not alive:

@@ -169,6 +169,9 @@ class IncidentLogConfig(Strict):
     path: Path | None = Field(None, description="SQLite file (default STATE_DIR/incidents.db).")
     snapshot_max_kb: Whole = Field(200, ge=10, description="Largest snapshot JPEG; quality drops to fit.")
     max_rejects: Whole = Field(10_000, ge=10, description="Rejected inputs kept (oldest first out).")
+    reserve_mb: Real = Field(16.0, ge=0, description="Disk space held back in a reserve file beside the database "
+                              "and given up when the disk fills, so incidents and the outbox can still be written; "
+                              "0: no reserve.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig,  # type: ignore[arg-type]
                                        description="What is removed when, by age and by free disk.")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.config import AgentConfig, CameraConfig, FixedSensorConfig, MqttConfig
+from edge_agent.diskguard import DiskGuard, is_disk_full
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CLOCK_FLOOR = 1_767_225_600  # 2026-01-01: a box that says it is earlier has lost its clock
@@ -45,12 +46,22 @@ def check_state_dir(config: AgentConfig) -> Iterator[Check]:
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
+        if is_disk_full(exc):
+            yield Check(FAIL, "state directory", f"the disk of {d} is full: the agent drops snapshots and rejected "
+                        "input and holds incidents and alerts in memory until there is room",
+                        f"free space on that filesystem (df -h {d}); retention removes the oldest evidence first")
+            return
         yield Check(FAIL, "state directory", f"{d} is not writable: {exc.strerror or exc}",
                     "create it and give it to the agent's user (install: sudo systemd/install.sh), or set "
                     "state_dir / incident_log.path in the config to a writable place")
         return
     free_mb = shutil.disk_usage(d).free / 2**20
     need = config.incident_log.retention.min_free_mb
+    reserve = DiskGuard(d, int(config.incident_log.reserve_mb * 2**20))
+    if reserve.reserve_bytes and not reserve.reserve.exists() and config.db_path.exists():
+        yield Check(WARN, "state directory", f"{d}: the {config.incident_log.reserve_mb:.0f} MB disk reserve is "
+                    f"given up ({free_mb:.0f} MB free): the disk was full or is nearly full",
+                    f"free space on that filesystem (df -h {d}); the agent takes the reserve back by itself")
     if free_mb < need:
         yield Check(WARN, "state directory", f"{d} writable, but only {free_mb:.0f} MB free (retention keeps "
                     f"{need:.0f} MB free by removing the oldest evidence)", "free disk space or lower "

@@ -275,10 +275,12 @@ class IncidentStore:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self.db.execute("COMMIT")  # a full disk can fail the commit itself: rolled back below
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    with suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
 
     # -- incidents and evidence ------------------------------------------------------------------------
 
@@ -320,15 +322,18 @@ class IncidentStore:
 
     def close_open(self, ts: float) -> int:
         """At start-up: incidents a previous run left open cannot gain evidence any more (fusion state lives
-        in memory), so they are closed at their last update. Their alerts keep their state: an unacknowledged
-        critical one still escalates."""
+        in memory), so they are closed at their last update, and their alerts go out again as ``closed`` (the
+        command post would otherwise show them open for ever). An unacknowledged critical one still escalates."""
         with self._tx():
-            ids = [r[0] for r in self.db.execute("SELECT id FROM incidents WHERE state = 'open'")]
-            for inc_id in ids:
-                self.db.execute("UPDATE incidents SET state = 'closed', closed = MIN(updated, ?) WHERE id = ?",
-                                [ts, inc_id])
+            rows = self.db.execute("SELECT id, MIN(updated, ?) FROM incidents WHERE state = 'open'", [ts]).fetchall()
+            for inc_id, closed in rows:
+                self.db.execute("UPDATE incidents SET state = 'closed', closed = ? WHERE id = ?", [closed, inc_id])
                 self._chain_incident(inc_id)
-        return len(ids)
+                alert = self.db.execute("SELECT payload FROM alerts WHERE incident_id = ? AND state != 'closed'",
+                                        [inc_id]).fetchone()
+                if alert is not None:
+                    self._queue(alert_from_payload(json.loads(alert[0])).with_state("closed", ts), None)
+        return len(rows)
 
     # -- alerts and the outbox -------------------------------------------------------------------------
 

@@ -32,3 +32,21 @@ def test_rejected_lines_of_a_feed_are_kept_in_the_database(tmp_path: Path) -> No
     again = IncidentStore(tmp_path / "incidents.db", max_rejects=50)
     assert again.reject_count() == 50
     again.close()
+
+
+def test_incidents_a_killed_run_left_open_are_closed_and_their_alerts_go_out_closed(tmp_path: Path) -> None:
+    from tests.incidents import log_incident
+
+    store = IncidentStore(tmp_path / "incidents.db")
+    left = log_incident(store, NOW)
+    store.delivered([item.seq for item in store.pending()], NOW + 1)  # the 'new' state reached the broker
+    store.close()  # ... and then the agent was killed: the incident is still open
+
+    again = IncidentStore(tmp_path / "incidents.db")
+    assert again.close_open(NOW + 60) == 1
+    pending = again.pending()
+    assert [(p.alert_id, p.state) for p in pending] == [(left.alert_id, "closed")]
+    assert again.alert_payload(left.alert_id)["state"] == "closed"  # type: ignore[index]
+    assert again.close_open(NOW + 61) == 0  # once
+    assert again.verify() == []
+    again.close()
