@@ -350,3 +350,36 @@ def test_bad_frames_and_bad_lines_end_up_in_the_incident_log(tmp_path: Path, def
     assert [s for s, _ in rows if s == "cam-rec"] == ["cam-rec"], rows  # the corrupt file, and only it
     assert any(s == "md-1" and "checksum" in r for s, r in rows), rows
     assert agent.summary.frames >= 4
+
+
+def test_spoofed_sensors_raise_nothing_and_a_sensor_cannot_flap(tmp_path: Path) -> None:
+    """Lines for sensors that are not configured on a feed are rejected input, not ghost faults; a detector that
+    alternates TAMPER and heartbeats is one fault episode within its hold time, not an alert storm."""
+    udp, udp2 = free_port(), free_port()
+    cfg = _config(tmp_path, 1, udp, None)
+    del cfg["mqtt"]
+    cfg["fixed_sensors"].append({"id": "md-2", "kind": "metal", "latlon": [46.5501, 15.6502],
+                                 "url": f"udp://127.0.0.1:{udp2}", "hb_timeout_s": 60})
+    alerts: list[Any] = []
+    agent = Agent(parse_config(yaml.safe_dump(cfg)), on_alert=alerts.append)
+    agent.start()
+    try:
+        assert agent.feeds["md-1"].reader.wait_ready(5) and agent.feeds["md-2"].reader.wait_ready(5)
+        ghosts = [pmdet(f"ghost-{i}", 1, "HB", 0, 1) for i in range(30)]
+        ghosts += [pmdet(f"ghost-{i}", 2, "TAMPER", 100, 1) for i in range(5)]
+        ghosts += [pmdet("md-2", 1, "CLEAR", 0, 1)]  # a real sensor's line on another sensor's port
+        _send(udp, *ghosts)
+        flaps = [pmdet("md-1", 10 + i, "TAMPER" if i % 2 == 0 else "HB", 100 if i % 2 == 0 else 0, 1)
+                 for i in range(40)]
+        _send(udp, *flaps)
+        feed = agent.feeds["md-1"].counters
+        assert wait_for(lambda: feed.events + feed.rejected == len(ghosts) + len(flaps), 20)
+        assert feed.rejected == len(ghosts) and feed.events == len(flaps)
+    finally:
+        agent.stop()  # drains the core queue into the log
+    faults = [a for a in alerts if a.kind == "sensor_fault"]
+    assert [(a.state, a.evidence[0].sensor) for a in faults] == [("new", "md-1")], faults  # one episode, held
+    with sqlite3.connect(tmp_path / "state" / "incidents.db") as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM rejected_input WHERE sensor = 'md-1'")]
+    assert sum("unknown sensor 'ghost-" in r for r in reasons) == 35, reasons[:3]
+    assert sum("unknown sensor 'md-2'" in r for r in reasons) == 1
