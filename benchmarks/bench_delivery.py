@@ -27,13 +27,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.agent import Agent  # noqa: E402
-from edge_agent.brokers import LocalBroker, free_port  # noqa: E402
-from edge_agent.config import MqttConfig, parse_config  # noqa: E402
-from edge_agent.delivery import Publisher  # noqa: E402
-from edge_agent.model import Alert, Evidence, new_ulid  # noqa: E402
-from edge_agent.sensors_script import pmdet  # noqa: E402
-from edge_agent.store import IncidentStore  # noqa: E402
+from edge_agent.config.agent import MqttConfig, parse_config  # noqa: E402
+from edge_agent.contract.alert import Alert, Evidence, new_ulid  # noqa: E402
+from edge_agent.demo.brokers import LocalBroker, free_port  # noqa: E402
+from edge_agent.demo.script import pmdet  # noqa: E402
+from edge_agent.incidents.store import IncidentStore  # noqa: E402
+from edge_agent.runtime.agent import Agent  # noqa: E402
+from edge_agent.runtime.publisher import Publisher  # noqa: E402
 
 
 class Sub:

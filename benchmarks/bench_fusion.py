@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.config import AgentConfig
-from edge_agent.model import Alert
-from edge_agent.zones import Site
+from edge_agent.config.agent import AgentConfig
+from edge_agent.contract.alert import Alert
+from edge_agent.runtime.site import Site
 from geofences.geo import destination
 from geofences.rules import TrackPoint
 from sensors.events import nmea_checksum

@@ -17,14 +17,14 @@ from edge_agent import __version__
 from edge_agent.paths import ConfigError, default_state_dir
 
 if TYPE_CHECKING:
-    from edge_agent.config import AgentConfig, CameraConfig
+    from edge_agent.config.agent import AgentConfig, CameraConfig
 
 # The configuration models (pydantic, OpenCV, shapely) load only for verbs that read a config: the incident
 # verbs with --db start in a fraction of the time.
 
 
 def load_config(path: Path | str) -> AgentConfig:
-    from edge_agent.config import load_config as load
+    from edge_agent.config.agent import load_config as load
 
     return load(path)
 
@@ -46,7 +46,7 @@ def _secrets(args: argparse.Namespace) -> list[str]:
 
 
 def _load(path: str | None) -> AgentConfig:
-    from edge_agent.config import AgentConfig
+    from edge_agent.config.agent import AgentConfig
 
     if path is None:
         return AgentConfig.model_validate({"site": "local", "box": "local"})
@@ -72,7 +72,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_zones_preview(args: argparse.Namespace) -> int:
-    from edge_agent.zones import Site, preview
+    from edge_agent.runtime.site import Site, preview
     from sensors.errors import SensorError
     from sensors.thermal import open_capture, to_frame
 
@@ -114,7 +114,7 @@ def cmd_zones_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_zones_where(args: argparse.Namespace) -> int:
-    from edge_agent.zones import Site
+    from edge_agent.runtime.site import Site
 
     config = load_config(args.config)
     site = Site.from_config(config)
@@ -131,7 +131,7 @@ def cmd_zones_where(args: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
-    from edge_agent.config import json_schema
+    from edge_agent.config.agent import json_schema
 
     text = json.dumps(json_schema(), indent=2)
     if args.output:
@@ -154,7 +154,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _camera_for(config: AgentConfig, source: str) -> CameraConfig:
-    from edge_agent.config import CameraConfig
+    from edge_agent.config.agent import CameraConfig
 
     for cam in config.cameras:
         if source in (cam.id, cam.source):
@@ -164,7 +164,7 @@ def _camera_for(config: AgentConfig, source: str) -> CameraConfig:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from edge_agent.detection import run_detect
+    from edge_agent.runtime.detection import run_detect
 
     config = _load(args.config)
     updates = {k: v for k, v in (("imgsz", args.imgsz), ("confidence", args.confidence)) if v is not None}
@@ -194,20 +194,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge_agent.demo import run_demo, summary_lines
+    from edge_agent.demo.run import run_demo, summary_lines
 
     path = Path(args.config) if args.config else Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     if not path.exists():
         raise UsageError(f"{path}: no demo config; give one with -c (configs/demo.yaml in the source tree)")
     config = load_config(path)
     if args.broker:
-        from edge_agent.config import MqttConfig
+        from edge_agent.config.agent import MqttConfig
 
         host, _, port = args.broker.partition(":")
         config = config.model_copy(update={"mqtt": MqttConfig(host=host, port=int(port) if port else None)})
     if not args.verbose:  # the console is the show; the agent's own log only speaks up for problems
         logging.getLogger().setLevel(logging.WARNING)
-    from edge_agent.brokers import BrokerUnavailable
+    from edge_agent.demo.brokers import BrokerUnavailable
 
     try:
         result = run_demo(config, path, lambda line: print(line, flush=True), args.duration,
@@ -220,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.agent import run
+    from edge_agent.runtime.agent import run
 
     return run(Path(args.config))
 
@@ -234,7 +234,7 @@ def _db(args: argparse.Namespace) -> Path:
 
 
 def _filters(args: argparse.Namespace) -> object:
-    from edge_agent.review import Filters, parse_time
+    from edge_agent.incidents.review import Filters, parse_time
 
     return Filters(since=parse_time(args.since) if args.since else None,
                    until=parse_time(args.until) if args.until else None, zone=args.zone, severity=args.severity,
@@ -242,7 +242,7 @@ def _filters(args: argparse.Namespace) -> object:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    from edge_agent import review
+    from edge_agent.incidents import review
 
     try:
         store = review.open_store(_db(args))
@@ -288,7 +288,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def _mqtt_from(args: argparse.Namespace) -> object:
-    from edge_agent.config import MqttConfig, TlsConfig
+    from edge_agent.config.agent import MqttConfig, TlsConfig
 
     if args.config:
         mq = load_config(args.config).mqtt
@@ -305,7 +305,7 @@ def _mqtt_from(args: argparse.Namespace) -> object:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from edge_agent.watch import AlertCache, Console, default_cache
+    from edge_agent.commandpost.console import AlertCache, Console, default_cache
 
     cfg = _mqtt_from(args)
     cache = AlertCache(Path(args.cache) if args.cache else default_cache())
@@ -320,7 +320,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    from edge_agent.watch import AlertCache, default_cache, send_ack
+    from edge_agent.commandpost.console import AlertCache, default_cache, send_ack
 
     cfg = _mqtt_from(args)
     site, box = args.site, args.box
@@ -338,7 +338,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edge_agent.doctor import FAIL, WARN, run_checks
+    from edge_agent.ops.doctor import FAIL, WARN, run_checks
 
     config = load_config(args.config)
     counts = {FAIL: 0, WARN: 0}
@@ -352,7 +352,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
-    from edge_agent import models
+    from edge_agent.ops import modelfiles as models
 
     config = _load(args.config)
     target = models.fetch(Path(args.dir) if args.dir else config.models_dir,
@@ -362,7 +362,7 @@ def cmd_model_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_model_export(args: argparse.Namespace) -> int:
-    from edge_agent import models
+    from edge_agent.ops import modelfiles as models
 
     config = _load(args.config)
     root = Path(args.dir) if args.dir else config.models_dir
@@ -376,7 +376,7 @@ def cmd_model_export(args: argparse.Namespace) -> int:
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
-    from edge_agent import models
+    from edge_agent.ops import modelfiles as models
 
     config = _load(args.config)
     root = Path(args.dir) if args.dir else config.models_dir
@@ -540,8 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup(args.verbose, args.log_json or os.environ.get("EDGE_AGENT_LOG") == "json", _secrets(args))
     from detectors.base import DetectorUnavailable
-    from edge_agent.models import ModelError
-    from edge_agent.store import StoreError
+    from edge_agent.incidents.store import StoreError
+    from edge_agent.ops.modelfiles import ModelError
 
     try:
         return int(args.func(args))

@@ -18,7 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.brokers import free_port, give_to_mosquitto, wait_listening
+from edge_agent.demo.brokers import free_port, give_to_mosquitto, wait_listening
 
 __all__ = ["ROOT", "Collector", "Mosquitto", "free_port", "shipped_persistence", "wait_for", "wait_port"]
 
@@ -149,7 +149,7 @@ class Collector:
         with self.lock:
             self.messages.append(msg)
         if self.receipts_by is not None and msg.topic.endswith("/alerts"):
-            from edge_agent.acks import receipt_payload
+            from edge_agent.contract.acks import receipt_payload
 
             alert = json.loads(msg.payload)
             client.publish(msg.topic.removesuffix("alerts") + "receipts",

@@ -3,8 +3,8 @@ for the incident-log tests, the burst writer they kill, and the insert benchmark
 
 from __future__ import annotations
 
-from edge_agent.model import Alert, Evidence, Incident, Severity, new_ulid
-from edge_agent.store import IncidentStore
+from edge_agent.contract.alert import Alert, Evidence, Incident, Severity, new_ulid
+from edge_agent.incidents.store import IncidentStore
 
 
 def log_incident(store: IncidentStore, t: float, zone: str = "strip", severity: Severity = "medium",

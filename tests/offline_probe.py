@@ -57,7 +57,7 @@ def main() -> None:
         import numpy as np
 
         from detectors.yolo import YoloConfig, YoloDetector
-        from edge_agent import models
+        from edge_agent.ops import modelfiles as models
 
         pt = work / "best.pt"
         shutil.copyfile(models.weights_path(models_dir), pt)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from detectors.yolo import YoloDetector
-from edge_agent.config import AgentConfig
-from edge_agent.detection import build_pipeline
-from edge_agent.zones import Site
+from edge_agent.config.agent import AgentConfig
+from edge_agent.runtime.detection import build_pipeline
+from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
 from sensors.frames import ThermalFrame
 from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene

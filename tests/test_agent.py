@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_agent.agent import Agent
-from edge_agent.config import parse_config
-from edge_agent.sdnotify import Notifier
-from edge_agent.sensors_script import pmdet
+from edge_agent.config.agent import parse_config
+from edge_agent.demo.script import pmdet
+from edge_agent.runtime.agent import Agent
+from edge_agent.runtime.sdnotify import Notifier
 from tests.brokers import ROOT, Collector, Mosquitto, free_port, wait_for
 
 pytestmark = pytest.mark.integration

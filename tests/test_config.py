@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from edge_agent.config import AgentConfig, ConfigError, json_schema, load_config, parse_config
-from edge_agent.config_yaml import MAX_BYTES
+from edge_agent.config.agent import AgentConfig, ConfigError, json_schema, load_config, parse_config
+from edge_agent.config.reader import MAX_BYTES
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))
@@ -353,7 +353,7 @@ def many_rules(n: int, keep: tuple[str, ...] = ("zones", "lines", "fixed_sensors
 
 
 def test_3000_zones_are_refused_and_the_biggest_box_allowed_starts_fast() -> None:
-    from edge_agent.zones import Site
+    from edge_agent.runtime.site import Site
 
     assert problems_of(many_rules(3000, keep=("zones",))) == ["h.yaml:6: zones: at most 500 zones per box, got 3000"]
     (problem,) = problems_of(many_rules(3000))  # the whole box is refused early, by its size

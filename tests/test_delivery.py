@@ -19,11 +19,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.acks import receipt_payload
-from edge_agent.config import MqttConfig, TlsConfig
-from edge_agent.delivery import AckError, Publisher, ack_payload, parse_ack, topic_root
-from edge_agent.model import Alert, Evidence, alert_schema, new_ulid
-from edge_agent.store import IncidentStore, Receipt
+from edge_agent.config.agent import MqttConfig, TlsConfig
+from edge_agent.contract.acks import receipt_payload
+from edge_agent.contract.alert import Alert, Evidence, alert_schema, new_ulid
+from edge_agent.incidents.store import IncidentStore, Receipt
+from edge_agent.runtime.publisher import AckError, Publisher, ack_payload, parse_ack, topic_root
 from tests.brokers import ROOT, Collector, Mosquitto, shipped_persistence, wait_for
 
 pytestmark = pytest.mark.integration
@@ -312,7 +312,7 @@ def test_mutual_tls_with_the_example_acl(tmp_path: Path, test_ca: Path) -> None:
 
 
 def test_the_demos_embedded_broker_carries_status_alerts_and_the_will(tmp_path: Path) -> None:
-    from edge_agent.brokers import LocalBroker
+    from edge_agent.demo.brokers import LocalBroker
 
     broker = LocalBroker("amqtt").start()
     assert broker.kind.startswith("embedded amqtt")
@@ -342,7 +342,7 @@ def test_a_snapshot_is_published_on_its_topic_and_inlined_in_the_report(broker: 
     import cv2
     import numpy as np
 
-    from edge_agent import review
+    from edge_agent.incidents import review
 
     store = IncidentStore(tmp_path / "incidents.db")
     img = np.zeros((120, 160, 3), np.uint8)
@@ -632,7 +632,7 @@ def test_with_receipts_required_a_row_is_owed_until_its_receipt_and_sent_again_a
 def test_a_version_2_database_opens_and_gains_the_receipt_columns(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from edge_agent import store as store_module
+    from edge_agent.incidents import store as store_module
 
     path = tmp_path / "incidents.db"
     db = sqlite_utils.Database(path)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
-from edge_agent.sensors_script import pmdet
+from edge_agent.demo.script import pmdet
+from edge_agent.runtime.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
 from tests.brokers import ROOT, Collector, Mosquitto, free_port
 from tests.test_agent import EXE, _send
 

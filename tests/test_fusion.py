@@ -10,11 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge_agent.config import AgentConfig
-from edge_agent.fusion import FusionEngine
-from edge_agent.model import SEVERITIES, Alert, alert_schema, new_ulid
-from edge_agent.sensors_script import pmdet as sentence
-from edge_agent.zones import Site
+from edge_agent.config.agent import AgentConfig
+from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema, new_ulid
+from edge_agent.demo.script import pmdet as sentence
+from edge_agent.runtime.fusion import FusionEngine
+from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
 from sensors.feeds import SensorFeed
 from sensors.sim import ThermalScene

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import shapely.geometry
 
-from edge_agent import review
-from edge_agent.model import Alert, Evidence, new_ulid
-from edge_agent.store import SCHEMA_VERSION, Ack, AckResult, IncidentStore, Rejected
-from edge_agent.zones import Site
+from edge_agent.contract.alert import Alert, Evidence, new_ulid
+from edge_agent.incidents import review
+from edge_agent.incidents.store import SCHEMA_VERSION, Ack, AckResult, IncidentStore, Rejected
+from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT

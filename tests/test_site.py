@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from detectors.types import Detections
-from edge_agent.config import load_config
-from edge_agent.zones import Site
+from edge_agent.config.agent import load_config
+from edge_agent.runtime.site import Site
 from geofences.geo import distance_m
 from sensors.sim import ThermalScene
 from tests.conftest import ROOT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from edge_agent.store import IncidentStore, Rejected
+from edge_agent.incidents.store import IncidentStore, Rejected
 from sensors.events import nmea_checksum
 from sensors.feeds import SensorFeed
 

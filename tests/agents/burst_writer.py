@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from edge_agent.store import IncidentStore
+from edge_agent.incidents.store import IncidentStore
 from tests.incidents import log_incident
 
 

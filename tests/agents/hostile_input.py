@@ -13,8 +13,8 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from edge_agent.model import iso_ms, new_ulid
-from edge_agent.sensors_script import pmdet
+from edge_agent.contract.alert import iso_ms, new_ulid
+from edge_agent.demo.script import pmdet
 from sensors.lines import DEFAULT_MAX_LINE
 
 FAR_OFF_TIMES: tuple[object, ...] = (

@@ -11,10 +11,10 @@ import sys
 import threading
 import time
 
-from edge_agent.config import MqttConfig
-from edge_agent.delivery import Publisher
-from edge_agent.model import Alert, Evidence, new_ulid
-from edge_agent.store import IncidentStore
+from edge_agent.config.agent import MqttConfig
+from edge_agent.contract.alert import Alert, Evidence, new_ulid
+from edge_agent.incidents.store import IncidentStore
+from edge_agent.runtime.publisher import Publisher
 
 
 def main() -> int:

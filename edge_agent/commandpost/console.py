@@ -22,9 +22,9 @@ from typing import Any, get_args
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.config import MqttConfig, default_state_dir
-from edge_agent.delivery import ack_payload, make_client
-from edge_agent.model import IDENT_RE, SEVERITIES, ULID_RE, AlertKind, one_line
+from edge_agent.config.agent import MqttConfig, default_state_dir
+from edge_agent.contract.alert import IDENT_RE, SEVERITIES, ULID_RE, AlertKind, one_line
+from edge_agent.runtime.publisher import ack_payload, make_client
 from sensors.events import ParseError, parse_time
 
 log = logging.getLogger(__name__)

@@ -34,14 +34,14 @@ from detectors.annotate import annotate
 from detectors.pipeline import TrackingPipeline
 from detectors.types import Detections
 from edge_agent import __version__
-from edge_agent.config import AgentConfig, ConfigError, load_config
-from edge_agent.delivery import Publisher, topic_root
-from edge_agent.detection import build_detector, build_pipeline, is_live
-from edge_agent.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
-from edge_agent.model import Alert, iso_ms, one_line
-from edge_agent.sdnotify import Notifier
-from edge_agent.store import Ack, IncidentStore, Rejected, StoreError
-from edge_agent.zones import Site
+from edge_agent.config.agent import AgentConfig, ConfigError, load_config
+from edge_agent.contract.alert import Alert, iso_ms, one_line
+from edge_agent.incidents.store import Ack, IncidentStore, Rejected, StoreError
+from edge_agent.runtime.detection import build_detector, build_pipeline, is_live
+from edge_agent.runtime.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
+from edge_agent.runtime.publisher import Publisher, topic_root
+from edge_agent.runtime.sdnotify import Notifier
+from edge_agent.runtime.site import Site
 from sensors.events import MetalEvent
 from sensors.feeds import Event, SensorFeed
 from sensors.frames import ThermalFrame

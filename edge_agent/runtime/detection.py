@@ -19,9 +19,9 @@ from detectors.offline import prepare_ultralytics
 from detectors.pipeline import FrameResult, TrackingPipeline
 from detectors.tracking import Tracker, TrackEvent
 from detectors.yolo import YoloConfig
-from edge_agent import models
-from edge_agent.config import AgentConfig, CameraConfig
-from edge_agent.model import iso_ms
+from edge_agent.config.agent import AgentConfig, CameraConfig
+from edge_agent.contract.alert import iso_ms
+from edge_agent.ops import modelfiles as models
 from geofences.rules import ZoneEvent
 from sensors.thermal import ThermalCamera
 
@@ -115,7 +115,7 @@ def run_detect(
     summary = DetectSummary()
     site = engine = None
     if config.zones or config.lines:
-        from edge_agent.zones import Site
+        from edge_agent.runtime.site import Site
 
         site = Site.from_config(config)
         engine = site.engine()

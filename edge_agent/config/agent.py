@@ -9,10 +9,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from detectors.yolo import YoloConfig
-from edge_agent.config_fields import ID_RULE, MAX_CAMERAS, MAX_RULES, Flag, Ident, LatLon, Point, Real, Strict, Whole
-from edge_agent.config_rules import FilterConfig, FusionConfig, LineConfig, ScheduleConfig, WindowConfig, ZoneConfig
-from edge_agent.config_sensors import FixedSensorConfig, shared_ports, unheard_sensors
-from edge_agent.config_yaml import MAX_BYTES, KeyPath, YamlRefused, read_yaml
+from edge_agent.config.fields import ID_RULE, MAX_CAMERAS, MAX_RULES, Flag, Ident, LatLon, Point, Real, Strict, Whole
+from edge_agent.config.reader import MAX_BYTES, KeyPath, YamlRefused, read_yaml
+from edge_agent.config.rules import FilterConfig, FusionConfig, LineConfig, ScheduleConfig, WindowConfig, ZoneConfig
+from edge_agent.config.sensors import FixedSensorConfig, shared_ports, unheard_sensors
 from edge_agent.paths import ConfigError, default_state_dir
 from geofences.geo import GeoCalibration, GroundControlPoint
 from sensors.thermal import CameraSpec

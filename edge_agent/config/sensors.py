@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, model_validator
 
-from edge_agent.config_fields import ID_RULE, Ident, LatLon, Real, Strict
-from edge_agent.config_yaml import KeyPath
+from edge_agent.config.fields import ID_RULE, Ident, LatLon, Real, Strict
+from edge_agent.config.reader import KeyPath
 
 
 class FixedSensorConfig(Strict):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from edge_agent.config import AgentConfig
-from edge_agent.model import iso_ms
+from edge_agent.config.agent import AgentConfig
+from edge_agent.contract.alert import iso_ms
 from sensors.events import nmea_checksum
 
 

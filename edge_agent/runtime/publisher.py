@@ -31,10 +31,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import __version__
-from edge_agent.acks import AckError, InboundError, ReceiptError, ack_payload, parse_ack, parse_receipt, receipt_payload
-from edge_agent.config import MqttConfig
-from edge_agent.model import IDENT_RE, ULID_RE, iso_ms
-from edge_agent.store import Ack, IncidentStore, Receipt, Rejected
+from edge_agent.config.agent import MqttConfig
+from edge_agent.contract.acks import (
+    AckError,
+    InboundError,
+    ReceiptError,
+    ack_payload,
+    parse_ack,
+    parse_receipt,
+    receipt_payload,
+)
+from edge_agent.contract.alert import IDENT_RE, ULID_RE, iso_ms
+from edge_agent.incidents.store import Ack, IncidentStore, Receipt, Rejected
 
 __all__ = ["IDENT_RE", "ULID_RE", "AckError", "DeliveryCounters", "Publisher", "ReceiptError", "ack_payload",
            "make_client", "parse_ack", "parse_receipt", "topic_root"]

@@ -17,7 +17,7 @@ import shapely
 from shapely.geometry import LineString, Point
 from shapely.geometry.base import BaseGeometry
 
-from edge_agent.model import Alert, AlertKind, AlertState, Evidence, Incident, Severity, new_ulid
+from edge_agent.contract.alert import Alert, AlertKind, AlertState, Evidence, Incident, Severity, new_ulid
 from geofences.geo import LocalPlane
 from geofences.rules import ZoneEvent
 from sensors.events import MetalEvent, RadioEvent

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from edge_agent.config_fields import ID_RULE, MAX_RULES, Flag, Ident, Point, Real, Strict, Whole, geo_points
+from edge_agent.config.fields import ID_RULE, MAX_RULES, Flag, Ident, Point, Real, Strict, Whole, geo_points
 from geofences.zones import GeometryError, make_line, make_polygon
 
 Label = Literal["person", "vehicle", "animal"]

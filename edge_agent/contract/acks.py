@@ -10,8 +10,8 @@ import math
 import time
 from typing import Any, get_args
 
-from edge_agent.model import ULID_RE, AlertState, iso_ms
-from edge_agent.store import Ack, Receipt
+from edge_agent.contract.alert import ULID_RE, AlertState, iso_ms
+from edge_agent.incidents.store import Ack, Receipt
 from sensors.events import ParseError, parse_time
 
 MAX_MESSAGE_BYTES = 8 * 1024  # an ack or a receipt is a few hundred bytes; the cap comes before the JSON parser

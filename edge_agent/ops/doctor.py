@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config import AgentConfig, CameraConfig, FixedSensorConfig, MqttConfig
-from edge_agent.diskguard import DiskGuard, is_disk_full
+from edge_agent.config.agent import AgentConfig, CameraConfig, FixedSensorConfig, MqttConfig
+from edge_agent.runtime.diskguard import DiskGuard, is_disk_full
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CLOCK_FLOOR = 1_767_225_600  # 2026-01-01: a box that says it is earlier has lost its clock
@@ -69,7 +69,7 @@ def check_state_dir(config: AgentConfig) -> Iterator[Check]:
     else:
         yield Check(OK, "state directory", f"{d} writable, {free_mb / 1024:.1f} GB free")
     if config.db_path.exists():
-        from edge_agent.store import IncidentStore, StoreError
+        from edge_agent.incidents.store import IncidentStore, StoreError
 
         try:
             store = IncidentStore(config.db_path)
@@ -182,8 +182,8 @@ def check_line_sensor(s: FixedSensorConfig, listen_s: float) -> Check:
 
 def check_model(config: AgentConfig) -> Check:
     from detectors.base import DetectorUnavailable
-    from edge_agent.detection import build_detector
-    from edge_agent.models import ModelError
+    from edge_agent.ops.modelfiles import ModelError
+    from edge_agent.runtime.detection import build_detector
 
     try:
         det = build_detector(config)
@@ -209,7 +209,7 @@ def check_model(config: AgentConfig) -> Check:
 
 
 def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
-    from edge_agent.delivery import make_client
+    from edge_agent.runtime.publisher import make_client
 
     name = "broker"
     where = f"{cfg.host}:{cfg.broker_port}"

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from edge_agent.model import SEVERITIES, ULID_RE, Alert, Evidence, Incident
+from edge_agent.contract.alert import SEVERITIES, ULID_RE, Alert, Evidence, Incident
 from sensors.events import parse_time
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}

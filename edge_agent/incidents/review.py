@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.model import SEVERITIES, iso_ms, one_line
-from edge_agent.store import SEV_RANK, IncidentStore, SnapshotPathError
+from edge_agent.contract.alert import SEVERITIES, iso_ms, one_line
+from edge_agent.incidents.store import SEV_RANK, IncidentStore, SnapshotPathError
 
 SENSOR_TYPES = ("thermal", "radio", "metal")
 LIST_COLUMNS = ("id", "opened", "kind", "severity", "state", "zone_id", "sensors", "acked_by", "summary")

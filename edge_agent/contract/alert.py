@@ -205,5 +205,5 @@ class Alert:
 
 
 def alert_schema() -> dict[str, Any]:
-    text = resources.files("edge_agent").joinpath("schemas/alert.schema.json").read_text(encoding="utf-8")
+    text = resources.files("edge_agent.contract").joinpath("schemas/alert.schema.json").read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]

@@ -13,9 +13,9 @@ import shapely
 from shapely.geometry import LineString, Polygon
 
 from detectors.types import Detections
-from edge_agent.config import AgentConfig, FilterConfig, FusionConfig, ScheduleConfig
-from edge_agent.fusion import FusionEngine, FusionRule
-from edge_agent.model import Alert, Evidence, Incident
+from edge_agent.config.agent import AgentConfig, FilterConfig, FusionConfig, ScheduleConfig
+from edge_agent.contract.alert import Alert, Evidence, Incident
+from edge_agent.runtime.fusion import FusionEngine, FusionRule
 from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon

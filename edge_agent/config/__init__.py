@@ -1,0 +1,1 @@
+"""The configuration: YAML read with bounds, pydantic models per area, cross-checks."""

@@ -1,0 +1,1 @@
+"""The demo: the whole agent on the synthetic scene with scripted sensors and a broker."""

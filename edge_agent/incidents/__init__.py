@@ -1,0 +1,1 @@
+"""The incident log: schema, store, outbox, ledger, retention and the review queries."""

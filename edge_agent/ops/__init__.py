@@ -1,0 +1,1 @@
+"""Operator tools: doctor, model files, detection and zone previews."""

@@ -1,0 +1,1 @@
+"""The running agent: stages, the core, site rules, fusion, the publisher, health."""
