@@ -10,10 +10,12 @@ URL options are checked by ``parse_url``, so a bad one is a configuration error,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 # (line, received, oversized) -> something not None when it took the line (an event), None when it rejected it
 LineHandler = Callable[[bytes, float, bool], object]
 DEFAULT_MAX_LINE = 4096
+UDP_RCVBUF = 4 * 1024 * 1024  # the kernel caps it at net.core.rmem_max
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: a drop counter with every datagram
 DEFAULT_MAX_CONN = 16
 DEFAULT_IDLE_S = 300.0
 MAX_CONN_LIMIT = 1000  # well under the usual 1,024 descriptors per process
@@ -49,6 +53,7 @@ class LineCounters:
     evicted: int = 0  # tcp-listen: closed to make room for a new one (max_conn)
     idle_closed: int = 0  # tcp-listen: closed after idle_s without a byte
     refused: int = 0  # tcp-listen: accept() failed (out of descriptors, handshake aborted)
+    dropped: int = 0  # udp: datagrams the kernel dropped before the reader got them (its buffer was full)
     state: str = "starting"  # starting | online | offline | stopped
     last_error: str | None = None
 
@@ -298,6 +303,13 @@ class LineReader:
             except OSError:
                 sock.close()
                 raise
+            # a burst larger than the default buffer (~200 KB) would be dropped by the kernel: ask for more, and
+            # have the kernel say how many it dropped anyway (the count rides on the next datagram it delivers),
+            # so that nothing is lost silently
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
             return sock
 
         sock = self._listen(stop, "udp", bind)
@@ -308,12 +320,23 @@ class LineReader:
                 try:
                     if not select.select([sock], [], [], 0.2)[0]:
                         continue
-                    data = sock.recv(65535)
+                    data, ancillary, _flags, _addr = sock.recvmsg(65535, socket.CMSG_SPACE(4))
                 except OSError as exc:  # e.g. out of buffer memory: the next datagram may well come through
                     self.transport_error("udp receive failed", exc)
                     stop.wait(0.05)
                     continue
+                self._note_drops(ancillary)
                 self.deliver(LineSplitter(self.spec.max_line), data, end=True)  # a datagram is complete
+
+    def _note_drops(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """The kernel's count of datagrams dropped on this socket so far (SO_RXQ_OVFL), logged when it grows."""
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                total = int.from_bytes(data[:4], sys.byteorder)
+                if total > self.counters.dropped:
+                    log.error("sensor %s: the kernel dropped %d datagram(s) (%d in all): the reader fell behind",
+                              self.spec.sensor_id, total - self.counters.dropped, total)
+                    self.counters.dropped = total
 
     def _stream(self, conn: socket.socket, stop: threading.Event) -> None:
         splitter = LineSplitter(self.spec.max_line)

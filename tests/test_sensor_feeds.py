@@ -458,3 +458,34 @@ def test_a_transport_that_raises_is_restarted_with_backoff(stop: threading.Event
     assert feed.reader.alive
     for s in (first, second, srv):
         s.close()
+
+
+def test_datagrams_the_kernel_drops_are_counted_not_lost_silently(stop: threading.Event) -> None:
+    """A reader that falls behind a burst: what the kernel drops is counted (SO_RXQ_OVFL), so lines heard plus
+    datagrams dropped is exactly what was sent."""
+    release, heard = threading.Event(), []
+
+    def slow(line: bytes, received: float, oversized: bool) -> None:
+        release.wait(30)
+        heard.append(line)
+
+    reader = LineReader(LineSpec("md-1", "udp://127.0.0.1:0"), slow)
+    reader.start(stop)
+    assert reader.wait_ready(5) and reader.bound_port
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        payload = b"x" * 1400
+        while sent < 20_000:  # far more than a receive buffer holds while the reader is stuck on the first one
+            try:
+                s.sendto(payload + b"%d\n" % sent, ("127.0.0.1", reader.bound_port))
+            except BlockingIOError:
+                continue
+            sent += 1
+        release.set()
+        assert _wait(lambda: len(heard) > 0 and reader.counters.lines == len(heard), 30)
+        s.setblocking(True)
+        s.sendto(b"one more\n", ("127.0.0.1", reader.bound_port))  # the kernel's count rides on the next datagram
+        sent += 1
+    assert _wait(lambda: len(heard) + reader.counters.dropped == sent, 30), (len(heard), reader.counters.dropped)
+    assert reader.counters.dropped > 0
