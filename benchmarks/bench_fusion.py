@@ -22,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.alert import Alert
+from edge_agent.runtime.fusion import FusionResult
+from edge_agent.runtime.sensorstate import HEALTH_EVENTS, SensorStates
 from edge_agent.runtime.site import Site
 from geofences.geo import destination
 from geofences.rules import TrackPoint
-from sensors.events import nmea_checksum
+from sensors.events import MetalEvent, RadioEvent, nmea_checksum
 from sensors.feeds import SensorFeed
 
 ORIGIN = (46.55, 15.65)
@@ -64,12 +66,25 @@ def main() -> int:
     config = AgentConfig.model_validate(site_config())
     site = Site.from_config(config)
     alerts: list[Alert] = []
-    fusion = site.fusion_engine(alerts.append)
+    fusion = site.fusion_engine()
+    states = SensorStates(config)
     rules = site.engine()
-    metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", fusion.on_metal,  # type: ignore[arg-type]
-                       accept=frozenset(f"md{d}" for d in range(DETECTORS)))
-    radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", fusion.on_radio,  # type: ignore[arg-type]
-                       accept=frozenset(f"rf{r}" for r in range(RECEIVERS)))
+
+    def take(result: FusionResult) -> None:
+        alerts.extend(result.alerts)
+
+    def event(ev: MetalEvent | RadioEvent) -> None:  # as the agent's core routes them
+        if isinstance(ev, RadioEvent):
+            take(fusion.on_radio(ev))
+        elif ev.event in HEALTH_EVENTS:
+            change = states.on_metal(ev)
+            if change is not None:
+                take(change.fused(fusion))
+        else:
+            take(fusion.on_metal(ev))
+
+    metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", event, accept=frozenset(f"md{d}" for d in range(DETECTORS)))
+    radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", event, accept=frozenset(f"rf{r}" for r in range(RECEIVERS)))
     rng = random.Random(0)
     seq = [0] * DETECTORS
     t = 1_795_435_200.0
@@ -112,8 +127,8 @@ def main() -> int:
             geo = TrackPoint("cam", track, "person", 0.8, t, px.bbox, float(x), float(y), 10.0,
                              (float(lat), float(lon)))
             for zev in rules.update("cam", t, [px], [geo]):
-                fusion.on_zone_event(zev)
-        fusion.tick(t)
+                take(fusion.on_zone_event(zev))
+        take(fusion.tick(t))
         latencies.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
     latencies.sort()

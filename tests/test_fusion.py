@@ -13,9 +13,12 @@ import pytest
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema, new_ulid
 from edge_agent.demo.script import pmdet as sentence
-from edge_agent.runtime.fusion import FusionEngine
+from edge_agent.incidents.store import IncidentStore
+from edge_agent.runtime.fusion import EvidenceAdded, FusionEngine, FusionResult
+from edge_agent.runtime.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
 from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
+from sensors.events import MetalEvent, RadioEvent
 from sensors.feeds import SensorFeed
 from sensors.sim import ThermalScene
 from tests.conftest import ROOT
@@ -41,9 +44,11 @@ def bearing(frm: tuple[float, float], to: tuple[float, float]) -> float:
 
 
 class Harness:
-    """The scene's zone events and scripted sensor lines, merged in time order into one fusion engine."""
+    """The scene's zone events and scripted sensor lines, merged in time order into one fusion engine. Metal
+    events about the detector itself go through the sensor states, as in the agent's core; the alerts fusion
+    returns are collected (and, given a store, written with their evidence as the core does)."""
 
-    def __init__(self, scene: ThermalScene, model: Path) -> None:
+    def __init__(self, scene: ThermalScene, model: Path, store: IncidentStore | None = None) -> None:
         raw = intrusion_config(scene, model)
         self.gate = scene.ground_to_latlon(0.5, 19.0)
         self.receiver = scene.ground_to_latlon(-40.0, 5.0)
@@ -56,19 +61,45 @@ class Harness:
                           "severity": "medium", "quiet_s": 60, "cooldown_s": 120}]
         self.config = AgentConfig.model_validate(raw)
         self.alerts: list[Alert] = []
-        self.engine: FusionEngine = Site.from_config(self.config).fusion_engine(self.alerts.append)
-        self.metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", self.engine.on_metal,  # type: ignore[arg-type]
-                                accept=frozenset({"md-gate", "md-far"}))
-        self.radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", self.engine.on_radio,  # type: ignore[arg-type]
-                                accept=frozenset({"rf-1"}))
+        self.store = store
+        self.engine: FusionEngine = Site.from_config(self.config).fusion_engine()
+        self.states = SensorStates(self.config)
+        self.metal = SensorFeed("md", "metal", "udp://127.0.0.1:0", self.event, accept=frozenset({"md-gate", "md-far"}))
+        self.radio = SensorFeed("rf", "radio", "udp://127.0.0.1:0", self.event, accept=frozenset({"rf-1"}))
+
+    def take(self, result: FusionResult) -> None:
+        for step in result.steps:
+            if isinstance(step, EvidenceAdded):
+                if self.store is not None:
+                    self.store.add_evidence(step.incident, step.evidence)
+            else:
+                self.alerts.append(step)
+                if self.store is not None:
+                    self.store.queue_alert(step)
+
+    def event(self, ev: MetalEvent | RadioEvent) -> None:
+        if isinstance(ev, RadioEvent):
+            self.take(self.engine.on_radio(ev))
+        elif ev.event in HEALTH_EVENTS:
+            self.sensor_change(self.states.on_metal(ev))
+        else:
+            self.take(self.engine.on_metal(ev))
+
+    def sensor(self, sensor: str, state: str, detail: str, ts: float) -> None:
+        """A sensor's state as the agent's housekeeping sees it (a camera's reader, a feed's heartbeat watch)."""
+        self.sensor_change(self.states.observe(sensor, state, detail, ts))
+
+    def sensor_change(self, change: StateChange | None) -> None:
+        if change is not None:
+            self.take(change.fused(self.engine))
 
     def play(self, zone_events: list[ZoneEvent], lines: list[tuple[float, str, bytes]]) -> list[Alert]:
         items: list[tuple[float, int, object]] = [(e.ts, 0, e) for e in zone_events if e.rule_id == "strip"]
         items += [(ts, 1, (kind, line)) for ts, kind, line in lines]
         for ts, _, item in sorted(items, key=lambda x: (x[0], x[1])):
-            self.engine.tick(ts)
+            self.take(self.engine.tick(ts))
             if isinstance(item, ZoneEvent):
-                self.engine.on_zone_event(item)
+                self.take(self.engine.on_zone_event(item))
             else:
                 kind, line = item  # type: ignore[misc]
                 (self.metal if kind == "metal" else self.radio).handle(line, ts)
@@ -152,15 +183,15 @@ def test_sensor_faults_are_alerts_and_degrade_dependent_incidents() -> None:
     assert fault.kind == "sensor_fault" and fault.severity == "high" and "TAMPER" in fault.summary
     h.play([], [(t0 + 1, "metal", pmdet("md-gate", 2, "TAMPER", 100))])
     assert len([a for a in h.alerts if a.kind == "sensor_fault"]) == 1  # one alert per fault episode
-    h.engine.on_zone_event(ZoneEvent("entry", "strip", "cam", 7, "person", t0 + 5, 0.8, (0, 0, 10, 40),
-                                     h.gate, t0 + 4.5))
+    h.take(h.engine.on_zone_event(ZoneEvent("entry", "strip", "cam", 7, "person", t0 + 5, 0.8, (0, 0, 10, 40),
+                                            h.gate, t0 + 4.5)))
     assert "degraded: md-gate faulty" in h.alerts[-1].summary
     # a silent detector: the feed's heartbeat watch names it, the engine alerts once
     feed = SensorFeed("md", "metal", "udp://127.0.0.1:0", lambda ev: None, hb_timeout_s=30,
                       accept=frozenset({"md-gate"}))
     feed.handle(pmdet("md-gate", 9, "HB", 0), t0)
     for sensor in feed.faulty(t0 + 31):
-        h.engine.sensor_fault(sensor, f"metal detector {sensor} silent for 30 s", t0 + 31)
+        h.sensor(sensor, "faulty", "no heartbeat for 30 s", t0 + 31)
     assert len([a for a in h.alerts if a.kind == "sensor_fault"]) == 1  # already faulty (tamper)
     for a in h.alerts:
         VALIDATOR.validate(a.payload())
@@ -181,11 +212,11 @@ def test_schema_copy_matches_the_contract() -> None:
 
 def test_a_stalled_camera_and_a_silent_receiver_are_sensor_faults_of_their_kind() -> None:
     h = Harness(ThermalScene.from_url("sim://intrusion"), ROOT / "unused.pt")
-    h.engine.sensor_fault("cam", "camera cam: no frame for 20 s", 1_795_435_200.0)
-    h.engine.sensor_fault("rf-1", "receiver rf-1 silent", 1_795_435_201.0)
+    h.sensor("cam", "offline", "no frame for 20 s", 1_795_435_200.0)
+    h.sensor("rf-1", "faulty", "receiver rf-1 silent", 1_795_435_201.0)
     kinds = [(a.kind, a.evidence[0].type, a.severity) for a in h.alerts]
     assert kinds == [("sensor_fault", "thermal", "medium"), ("sensor_fault", "radio", "medium")]
-    h.engine.sensor_ok("cam", 1_795_435_260.0)
+    h.sensor("cam", "online", "", 1_795_435_260.0)
     assert h.alerts[-1].state == "closed" and h.alerts[-1].alert_id == h.alerts[0].alert_id
     for a in h.alerts:
         VALIDATOR.validate(a.payload())

@@ -24,7 +24,6 @@ import shapely.geometry
 from edge_agent.contract.alert import Alert, Evidence, new_ulid
 from edge_agent.incidents import review
 from edge_agent.incidents.store import SCHEMA_VERSION, Ack, AckResult, IncidentStore, Rejected
-from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT
@@ -61,19 +60,15 @@ def test_sigkill_during_a_burst_of_writes_loses_no_committed_incident(tmp_path: 
 def scenario(intrusion_run: tuple[list[ZoneEvent], ThermalScene], default_ov640: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The intrusion scene (real detector) plus scripted metal and radio lines, logged in a real database."""
     events, scene = intrusion_run
-    h = Harness(scene, default_ov640)
     store = IncidentStore(tmp_path / "incidents.db")
-    h.engine = Site.from_config(h.config).fusion_engine(lambda a: (h.alerts.append(a), store.queue_alert(a)),
-                                                        on_evidence=store.add_evidence)
-    h.metal.on_event = h.engine.on_metal  # type: ignore[assignment]
-    h.radio.on_event = h.engine.on_radio  # type: ignore[assignment]
+    h = Harness(scene, default_ov640, store=store)  # fusion's evidence and alerts written as the core writes them
     entry = next(e for e in events if e.kind == "entry" and e.rule_id == "strip")
     t = entry.ts
     lines = [(t + 2, "metal", pmdet("md-gate", 1, "ALARM", 88)),
              (t + 4, "radio", radio("rf-1", t + 4, "position", lat=h.gate[0], lon=h.gate[1], freq_hz=446e6)),
              (t + 400, "metal", pmdet("md-gate", 2, "ALARM", 60))]
     h.play(events, lines)
-    h.engine.tick(t + 2000)
+    h.take(h.engine.tick(t + 2000))
     yield store, h
     store.close()
 

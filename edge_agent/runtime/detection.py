@@ -1,4 +1,5 @@
-"""Composing the libraries into a camera's detection chain, and the ``detect`` check a field engineer runs."""
+"""Composing the libraries into a camera's detection chain, the agent's detection stage, and the ``detect``
+check a field engineer runs."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from detectors.gating import MotionHeatGate
 from detectors.offline import prepare_ultralytics
 from detectors.pipeline import FrameResult, TrackingPipeline
 from detectors.tracking import Tracker, TrackEvent
+from detectors.types import Detections
 from detectors.yolo import YoloConfig
 from edge_agent.config.agent import AgentConfig, CameraConfig
 from edge_agent.contract.alert import iso_ms
+from edge_agent.incidents.store import Rejected
 from edge_agent.ops import modelfiles as models
+from edge_agent.runtime.messages import CoreQueue, FrameBudget, FrameTracks, InputRejected
+from edge_agent.runtime.stages import Stage
 from geofences.rules import ZoneEvent
 from sensors.thermal import ThermalCamera
 
@@ -53,6 +58,48 @@ def build_pipeline(config: AgentConfig, detector: Detector) -> TrackingPipeline:
 def is_live(source: str) -> bool:
     """Cameras and streams drop old frames; files and scenes are read frame by frame."""
     return source.startswith(("rtsp://", "rtsps://", "http://", "https://", "/dev/")) or source.isdigit()
+
+
+@dataclass(slots=True)
+class DetectionStage:
+    """One camera's frames through detection and tracking onto the core queue. It reads only the newest
+    frame; while the core queue is full it waits (and the camera drops frames), never events."""
+
+    camera_id: str
+    camera: ThermalCamera
+    pipeline: TrackingPipeline
+    queue: CoreQueue
+    budget: FrameBudget
+    detect_ms: dict[str, float]  # the last detector time per camera, for health
+
+    def run(self, stage: Stage, camera_stage: Stage) -> None:
+        cam, cam_id = self.camera, self.camera_id
+        last_ts = time.time()
+        while not self.queue.stop.is_set():
+            stage.beat = time.monotonic()
+            if cam.ended:
+                break
+            frame = cam.read(0.5)
+            if frame is None:
+                continue
+            try:
+                result = self.pipeline.process(frame)
+            except Exception as exc:  # one frame the detector cannot take is a rejected frame, not a dead stage
+                log.exception("camera %s: frame %s could not be processed", cam_id, frame.seq)
+                self.queue.put(InputRejected(Rejected(cam_id, time.time(), f"detection failed on frame {frame.seq}: "
+                                                      f"{type(exc).__name__}: {exc}", b"")))
+                continue
+            last_ts = frame.ts
+            if result.detected:
+                self.detect_ms[cam_id] = result.detect_ms
+            lost = tuple(e for e in result.events if e.kind == "lost")
+            self.queue.put(FrameTracks(cam_id, frame.ts, result.tracks, lost,
+                                       frame if self.budget.take(cam_id) else None))
+        if cam.ended:
+            self.queue.put(FrameTracks(cam_id, last_ts, Detections.empty(), tuple(self.pipeline.finish(last_ts))))
+            stage.finished = True
+            camera_stage.finished = True
+            log.info("camera %s: the source ended", cam_id)
 
 
 def event_line(camera_id: str, seq: int, ev: TrackEvent, temp_c: float | None) -> str:

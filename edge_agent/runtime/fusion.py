@@ -1,16 +1,19 @@
 """Fusion: zone, metal and radio events correlated into incidents, and the alerts they give.
 
-Pure like the rules: events carry their own time, ``tick(now)`` closes quiet incidents; no I/O. An event
+Pure like the rules: events carry their own time, ``tick(now)`` closes quiet incidents; no I/O. Every input
+returns a ``FusionResult`` (the evidence added, the alerts to raise, in the order they happened) and the caller
+writes the incident log and queues the alerts; ids come from an injected ``new_id``. An event
 joins an open incident of a rule when it is about the rule's place (the rule's zone or line, a metal
 detector of that place or within ``radius_m``, a radio position within ``radius_m`` or a bearing that passes
 through the zone) and comes within ``window_s`` of the incident's last evidence. Severity starts from the
-rule and rises one step for each further independent sensor kind (thermal, metal, radio).
+rule and rises one step for each further independent sensor kind (thermal, metal, radio). Whether a sensor
+is faulty is decided by ``sensorstate``; ``sensor_fault`` and ``sensor_ok`` build the alerts it asks for.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import shapely
@@ -23,8 +26,38 @@ from geofences.rules import ZoneEvent
 from sensors.events import MetalEvent, RadioEvent
 
 EMERGENCY_REPEAT_S = 60.0
+NewId = Callable[[float], str]  # a ULID for a time; tests inject a deterministic one
 ZONE_KINDS: dict[str, AlertKind] = {"entry": "intrusion", "loitering": "loitering", "line_crossing": "line_crossing",
                                     "presence": "intrusion"}
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceAdded:
+    """An incident gained a piece of evidence (alerted or not); the incident log keeps every piece."""
+
+    incident: Incident
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class FusionResult:
+    """What one input did, in order: evidence added to incidents and alerts to raise."""
+
+    steps: tuple[EvidenceAdded | Alert, ...] = ()
+
+    @property
+    def evidence(self) -> tuple[EvidenceAdded, ...]:
+        return tuple(s for s in self.steps if isinstance(s, EvidenceAdded))
+
+    @property
+    def alerts(self) -> tuple[Alert, ...]:
+        return tuple(s for s in self.steps if isinstance(s, Alert))
+
+    def __add__(self, other: FusionResult) -> FusionResult:
+        return FusionResult(self.steps + other.steps)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +78,8 @@ class FusionRule:
 
 class FusionEngine:
     def __init__(self, site: str, box: str, rules: Iterable[FusionRule], plane: LocalPlane | None,
-                 sensor_positions: dict[str, tuple[float, float]], emit: Callable[[Alert], None],
-                 sensor_kinds: dict[str, str] | None = None,
-                 on_evidence: Callable[[Incident, Evidence], None] | None = None) -> None:
+                 sensor_positions: dict[str, tuple[float, float]], sensor_kinds: Mapping[str, str] | None = None,
+                 new_id: NewId = new_ulid) -> None:
         self.site, self.box = site, box
         self.rules = list(rules)
         for r in self.rules:
@@ -56,11 +88,10 @@ class FusionEngine:
         self.plane = plane
         self.positions = sensor_positions
         self.kinds = sensor_kinds or {}  # fixed sensor id -> metal | radio; anything else is a camera
-        self.emit = emit
-        self.on_evidence = on_evidence  # the incident log: every piece of evidence, alerted or not
+        self.new_id = new_id
         self.open: dict[str, list[Incident]] = {r.id: [] for r in self.rules}
         self.alerts: dict[str, Alert] = {}  # incident id -> its alert, as last published
-        self.faulty: dict[str, str] = {}  # sensor -> reason
+        self.faulty: dict[str, str] = {}  # sensor -> reason, as sensorstate reported it
         self._last_fault_alert: dict[str, Alert] = {}
         self._recent: dict[tuple[str, frozenset[str]], float] = {}  # (rule, sensor types) -> last alert time
 
@@ -76,33 +107,35 @@ class FusionEngine:
 
     # -- inputs ----------------------------------------------------------------------------------------
 
-    def on_zone_event(self, ev: ZoneEvent) -> None:
+    def on_zone_event(self, ev: ZoneEvent) -> FusionResult:
         kind = ZONE_KINDS.get(ev.kind)
         if kind is None:
-            return  # exits end nothing by themselves: incidents close when quiet
+            return FusionResult()  # exits end nothing by themselves: incidents close when quiet
+        steps: list[EvidenceAdded | Alert] = []
         for rule in self.rules:
             if rule.place == ev.rule_id:
-                self._add(rule, Evidence.from_zone(ev), ev.ts, kind)
+                steps += self._add(rule, Evidence.from_zone(ev), ev.ts, kind)
+        return FusionResult(tuple(steps))
 
-    def on_metal(self, ev: MetalEvent) -> None:
-        if ev.event in ("TAMPER", "FAULT"):
-            self.sensor_fault(ev.sensor, f"metal detector {ev.sensor} reports {ev.event}", ev.received, ev)
-            return
+    def on_metal(self, ev: MetalEvent) -> FusionResult:
+        """An alarm joins the incidents of its place; CLEAR says nothing new. TAMPER, FAULT and heartbeats are
+        the detector's health, which ``sensorstate`` decides (then ``sensor_fault``/``sensor_ok``)."""
         if ev.event != "ALARM":
-            if ev.sensor in self.faulty and ev.event == "HB":
-                self.sensor_ok(ev.sensor, ev.received)
-            return
+            return FusionResult()
         where = self.positions.get(ev.sensor)
         point = self._point(where)
+        steps: list[EvidenceAdded | Alert] = []
         for rule in self.rules:
             if ev.sensor in rule.metal or (rule.fixed and self._near(rule, point)):
-                self._add(rule, Evidence.from_metal(ev, where), ev.received, "metal")
+                steps += self._add(rule, Evidence.from_metal(ev, where), ev.received, "metal")
+        return FusionResult(tuple(steps))
 
-    def on_radio(self, ev: RadioEvent) -> None:
+    def on_radio(self, ev: RadioEvent) -> FusionResult:
         receiver = self.positions.get(ev.sensor)
-        point = self._point((ev.lat, ev.lon)) if ev.kind == "position" and ev.lat is not None else None
+        at = (ev.lat, ev.lon) if ev.lat is not None and ev.lon is not None else None
+        point = self._point(at) if ev.kind == "position" and at is not None else None
         ray = self._ray(receiver, ev.bearing_deg) if ev.kind == "bearing" else None
-        joined = False
+        steps: list[EvidenceAdded | Alert] = []
         for rule in self.rules:
             if not rule.fixed and ev.sensor not in rule.radio:
                 continue
@@ -113,52 +146,53 @@ class FusionEngine:
             else:  # rf_detect and emergency: only a receiver of this place says it is here
                 hit = ev.sensor in rule.radio
             if hit:
-                self._add(rule, Evidence.from_radio(ev, receiver), ev.received, "radio")
-                joined = True
-        if ev.kind == "emergency" and not joined:
-            self._emergency(ev, receiver)
+                steps += self._add(rule, Evidence.from_radio(ev, receiver), ev.received, "radio")
+        if ev.kind == "emergency" and not steps:
+            steps += self._emergency(ev, receiver)
+        return FusionResult(tuple(steps))
 
-    def _emergency(self, ev: RadioEvent, receiver: tuple[float, float] | None) -> None:
+    def _emergency(self, ev: RadioEvent, receiver: tuple[float, float] | None) -> list[EvidenceAdded | Alert]:
         """A distress call is news wherever it comes from: an alert of its own (one per radio per window)."""
         key = f"emergency:{ev.radio_id or ev.sensor}"
         last = self._recent.get((key, frozenset()), -1e18)
         if ev.received - last < EMERGENCY_REPEAT_S:
-            return
+            return []
         self._recent[(key, frozenset())] = ev.received
         evidence = Evidence.from_radio(ev, receiver)
-        inc = Incident(new_ulid(ev.received), key, "radio", "high", ev.received, None, [evidence], ev.received)
-        inc.alert_id = new_ulid(ev.received)
-        if self.on_evidence is not None:
-            self.on_evidence(inc, evidence)
+        inc = Incident(self.new_id(ev.received), key, "radio", "high", ev.received, None, [evidence], ev.received)
+        inc.alert_id = self.new_id(ev.received)
         who = f" from radio {ev.radio_id}" if ev.radio_id else ""
         freq = f" on {ev.freq_hz / 1e6:.3f} MHz" if ev.freq_hz else ""
-        self.emit(Alert(inc.alert_id, inc.incident_id, self.site, self.box, ev.received, "radio", "high", "new", None,
-                        evidence.location, (evidence,), f"Radio emergency{who}{freq}, heard by {ev.sensor}"))
+        return [EvidenceAdded(inc, evidence),
+                Alert(inc.alert_id, inc.incident_id, self.site, self.box, ev.received, "radio", "high", "new", None,
+                      evidence.location, (evidence,), f"Radio emergency{who}{freq}, heard by {ev.sensor}")]
 
-    def sensor_fault(self, sensor: str, reason: str, ts: float, ev: MetalEvent | None = None) -> None:
-        """A camera stalled, a detector silent past its heartbeat or tampered with: one alert per episode."""
-        if sensor in self.faulty:
-            return
+    def sensor_fault(self, sensor: str, reason: str, ts: float, ev: MetalEvent | None = None) -> FusionResult:
+        """The alert for a sensor that ``sensorstate`` found faulty (a camera stalled, a detector silent past
+        its heartbeat or tampered with); incidents that rely on it are degraded from now on."""
         self.faulty[sensor] = reason
         kind = "metal" if ev is not None else self.kinds.get(sensor, "thermal")
         fields = (("event", ev.event), ("level", ev.level)) if ev is not None else (("kind", "fault"),)
         evidence = Evidence(sensor, kind, ts, fields, self.positions.get(sensor))  # type: ignore[arg-type]
-        alert = Alert(new_ulid(ts), new_ulid(ts), self.site, self.box, ts, "sensor_fault",
+        alert = Alert(self.new_id(ts), self.new_id(ts), self.site, self.box, ts, "sensor_fault",
                       "high" if ev is not None and ev.event == "TAMPER" else "medium", "new", None, evidence.location,
                       (evidence,), f"Sensor fault: {reason}")
         self._last_fault_alert[sensor] = alert
-        self.emit(alert)
         for rule in self.rules:  # incidents that rely on this sensor say so from now on
             if sensor in rule.metal or sensor in rule.radio:
                 for inc in self.open[rule.id]:
                     inc.degraded = tuple(sorted({*inc.degraded, sensor}))
+        return FusionResult((alert,))
 
-    def sensor_ok(self, sensor: str, ts: float) -> None:
+    def sensor_ok(self, sensor: str, ts: float) -> FusionResult:
+        """A sensor back from its fault: the fault's alert goes out closed."""
         if self.faulty.pop(sensor, None) is not None and sensor in self._last_fault_alert:
-            self.emit(self._last_fault_alert.pop(sensor).with_state("closed", ts))
+            return FusionResult((self._last_fault_alert.pop(sensor).with_state("closed", ts),))
+        return FusionResult()
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> FusionResult:
         """Close incidents that have been quiet for their rule's ``quiet_s``."""
+        closed: list[EvidenceAdded | Alert] = []
         for rule in self.rules:
             still = []
             for inc in self.open[rule.id]:
@@ -166,74 +200,49 @@ class FusionEngine:
                     inc.closed = now
                     alert = self.alerts.pop(inc.incident_id, None)
                     if alert is not None:
-                        self.emit(alert.with_state("closed", now))
+                        closed.append(alert.with_state("closed", now))
                 else:
                     still.append(inc)
             self.open[rule.id] = still
+        return FusionResult(tuple(closed))
 
     # -- core ------------------------------------------------------------------------------------------
 
-    def _add(self, rule: FusionRule, evidence: Evidence, ts: float, kind: AlertKind) -> None:
+    def _add(self, rule: FusionRule, evidence: Evidence, ts: float, kind: AlertKind) -> list[EvidenceAdded | Alert]:
         current = [i for i in self.open[rule.id] if ts - i.updated <= rule.window_s]
         if current:
             inc = current[-1]
         else:
-            inc = Incident(new_ulid(ts), rule.id, kind, rule.severity, ts, (rule.place, rule.place_name))
+            inc = Incident(self.new_id(ts), rule.id, kind, rule.severity, ts, (rule.place, rule.place_name))
             inc.degraded = tuple(sorted(s for s in self.faulty if s in rule.metal or s in rule.radio))
             self.open[rule.id].append(inc)
         inc.evidence.append(evidence)
         inc.updated = max(inc.updated, ts)
         if len(inc.sensor_types) > 1:
             inc.kind = "fused"
-        if self.on_evidence is not None:
-            self.on_evidence(inc, evidence)
-        self._maybe_alert(rule, inc, ts)
+        alert = self._maybe_alert(rule, inc, ts)
+        return [EvidenceAdded(inc, evidence)] + ([alert] if alert is not None else [])
 
-    def _maybe_alert(self, rule: FusionRule, inc: Incident, ts: float) -> None:
+    def _maybe_alert(self, rule: FusionRule, inc: Incident, ts: float) -> Alert | None:
         key = (inc.severity, frozenset(inc.sensor_types), inc.kind)
         if key == inc.last_alert_key:
-            return  # the same thing again: no second alert
+            return None  # the same thing again: no second alert
         recent_key = (rule.id, frozenset(inc.sensor_types))
         first = inc.alert_id is None
         if first and ts - self._recent.get(recent_key, -1e18) < rule.cooldown_s:
             inc.last_alert_key = key  # a repeat of something alerted moments ago: logged, not alerted
-            return
+            return None
         state: AlertState = "new" if first else "updated"
         if first:
-            inc.alert_id = new_ulid(ts)
+            inc.alert_id = self.new_id(ts)
         assert inc.alert_id is not None
         alert = Alert(inc.alert_id, inc.incident_id, self.site, self.box, ts, inc.kind, inc.severity, state,
-                      inc.zone, inc.location, tuple(inc.evidence[-20:]), self._summary(inc))
+                      inc.zone, inc.location, tuple(inc.evidence[-20:]), summary_of(inc))
         inc.last_alert_key = key
         inc.last_alert_ts = ts
         self._recent[recent_key] = ts
         self.alerts[inc.incident_id] = alert
-        self.emit(alert)
-
-    def _summary(self, inc: Incident) -> str:
-        parts = []
-        thermal = [e for e in inc.evidence if e.type == "thermal"]
-        if thermal:
-            f = dict(thermal[-1].fields)
-            what = {"entry": "entered", "loitering": "is loitering in", "line_crossing": "crossed",
-                    "presence": "crowd in"}.get(str(f.get("kind")), "seen in")
-            parts.append(f"{str(f.get('label', 'object')).capitalize()} {what} {inc.zone[1] if inc.zone else '?'}")
-        metal = [e for e in inc.evidence if e.type == "metal"]
-        if metal:
-            parts.append(f"metal alarm at {metal[-1].sensor} (level {dict(metal[-1].fields).get('level')})")
-        radio = [e for e in inc.evidence if e.type == "radio"]
-        if radio:
-            f = dict(radio[-1].fields)
-            freq = f" {float(f['freq_hz']) / 1e6:.3f} MHz" if "freq_hz" in f else ""
-            parts.append(f"radio {f.get('kind')}{freq} from {radio[-1].sensor}")
-        if not thermal and inc.zone:
-            parts[0] = f"{parts[0]} near {inc.zone[1]}"
-        text = "; ".join(parts)
-        if len(inc.sensor_types) > 1:
-            text += f" — {len(inc.sensor_types)} sensor kinds agree"
-        if inc.degraded:
-            text += f" (degraded: {', '.join(inc.degraded)} faulty)"
-        return text
+        return alert
 
     def _point(self, where: tuple[float, float] | None) -> Point | None:
         if where is None or self.plane is None:
@@ -252,3 +261,30 @@ class FusionEngine:
         x0, y0 = (float(v) for v in self.plane.to_xy(receiver[0], receiver[1]))
         b = math.radians(bearing)
         return LineString([(x0, y0), (x0 + 10_000.0 * math.sin(b), y0 + 10_000.0 * math.cos(b))])
+
+
+def summary_of(inc: Incident) -> str:
+    """The line a guard reads aloud: what each sensor kind saw, how many agree, what is faulty."""
+    parts = []
+    thermal = [e for e in inc.evidence if e.type == "thermal"]
+    if thermal:
+        f = dict(thermal[-1].fields)
+        what = {"entry": "entered", "loitering": "is loitering in", "line_crossing": "crossed",
+                "presence": "crowd in"}.get(str(f.get("kind")), "seen in")
+        parts.append(f"{str(f.get('label', 'object')).capitalize()} {what} {inc.zone[1] if inc.zone else '?'}")
+    metal = [e for e in inc.evidence if e.type == "metal"]
+    if metal:
+        parts.append(f"metal alarm at {metal[-1].sensor} (level {dict(metal[-1].fields).get('level')})")
+    radio = [e for e in inc.evidence if e.type == "radio"]
+    if radio:
+        f = dict(radio[-1].fields)
+        freq = f" {float(f['freq_hz']) / 1e6:.3f} MHz" if "freq_hz" in f else ""
+        parts.append(f"radio {f.get('kind')}{freq} from {radio[-1].sensor}")
+    if not thermal and inc.zone:
+        parts[0] = f"{parts[0]} near {inc.zone[1]}"
+    text = "; ".join(parts)
+    if len(inc.sensor_types) > 1:
+        text += f" — {len(inc.sensor_types)} sensor kinds agree"
+    if inc.degraded:
+        text += f" (degraded: {', '.join(inc.degraded)} faulty)"
+    return text

@@ -3,9 +3,10 @@ points from tracker output, and the field engineer's zone preview."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time
+from typing import cast
 
 import cv2
 import numpy as np
@@ -14,8 +15,8 @@ from shapely.geometry import LineString, Polygon
 
 from detectors.types import Detections
 from edge_agent.config.agent import AgentConfig, FilterConfig, FusionConfig, ScheduleConfig
-from edge_agent.contract.alert import Alert, Evidence, Incident
-from edge_agent.runtime.fusion import FusionEngine, FusionRule
+from edge_agent.contract.alert import new_ulid
+from edge_agent.runtime.fusion import FusionEngine, FusionRule, NewId
 from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon
@@ -31,7 +32,7 @@ class Site:
     config: AgentConfig
     plane: LocalPlane | None
     calibrations: dict[str, GeoCalibration]
-    anchors: dict[str, str]
+    anchors: Mapping[str, str]
     zone_geoms: dict[str, Polygon]
     line_geoms: dict[str, LineString]
 
@@ -94,7 +95,7 @@ class Site:
         labels = tracks.labels()
         pixel, geo = [], []
         for i in range(len(tracks)):
-            ll = (float(lat[i]), float(lon[i])) if lat is not None and np.isfinite(lat[i]) else None
+            ll = (float(lat[i]), float(lon[i])) if lat is not None and lon is not None and np.isfinite(lat[i]) else None
             common = dict(camera=camera, track_id=int(tracks.track_id[i]), label=labels[i],
                           confidence=float(tracks.confidence[i]), ts=ts,
                           bbox=tuple(float(c) for c in tracks.xyxy[i]), age_s=ages[i] if ages else float("inf"),
@@ -129,7 +130,7 @@ class Site:
             lat, lon = cal.pixel_to_latlon(u, v)
             if np.isfinite(lat):
                 out["latlon"] = [round(float(lat), 7), round(float(lon), 7)]
-                hits += self.where_latlon(float(lat), float(lon))["zones"]  # type: ignore[operator]
+                hits += cast(list[str], self.where_latlon(float(lat), float(lon))["zones"])
         out["zones"] = hits
         return out
 
@@ -158,19 +159,19 @@ class Site:
         names |= {ln.id: ln.name or ln.id for ln in self.config.lines}
         covered = {f.place for f in self.config.fusion}
         rules = [(f, True) for f in self.config.fusion]
-        rules += [(FusionConfig(id=place, place=place), False) for place in names if place not in covered]
+        rules += [(FusionConfig.model_validate({"id": place, "place": place}), False)
+                  for place in names if place not in covered]
         return [
             FusionRule(f.id, f.place, names.get(f.place, f.place), self.place_area(f.place), frozenset(f.metal),
                        frozenset(f.radio), f.radius_m, f.window_s, f.severity, f.quiet_s, f.cooldown_s, fixed)
             for f, fixed in rules
         ]
 
-    def fusion_engine(self, emit: Callable[[Alert], None],
-                      on_evidence: Callable[[Incident, Evidence], None] | None = None) -> FusionEngine:
+    def fusion_engine(self, new_id: NewId = new_ulid) -> FusionEngine:
         positions = {s.id: s.latlon for s in self.config.fixed_sensors}
         kinds = {s.id: s.kind for s in self.config.fixed_sensors}
-        return FusionEngine(self.config.site, self.config.box, self.fusion_rules(), self.plane, positions, emit, kinds,
-                            on_evidence)
+        return FusionEngine(self.config.site, self.config.box, self.fusion_rules(), self.plane, positions, kinds,
+                            new_id)
 
     def sensor_latlon(self, sensor_id: str) -> tuple[float, float] | None:
         """Where a fixed sensor (metal detector, radio receiver) stands."""

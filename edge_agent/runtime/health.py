@@ -1,0 +1,46 @@
+"""The health payload (``.../health``): each sensor's state and rate, detector times, queue depths, the outbox
+backlog, the disk, and every stage."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.contract.alert import iso_ms
+from edge_agent.runtime.core import Core
+from edge_agent.runtime.stages import Stages
+
+
+def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], started: float) -> dict[str, Any]:
+    now = time.time()
+    backlog, oldest = core.store.backlog(now)
+    sensors: dict[str, Any] = {}
+    for cam_id, cam in core.cameras.items():
+        c = cam.counters
+        sensors[cam_id] = {"kind": "camera", "state": "ended" if cam.ended else cam.state,
+                           "rate_hz": round(c.fps, 2), "frames_bad": c.frames_bad}
+    for feed in core.feeds.values():
+        sensors[feed.sensor_id] = {"kind": feed.kind, "state": core.sensors.state_of(feed.sensor_id) or "ok",
+                                   "lines": feed.reader.counters.lines, "events": feed.counters.events,
+                                   "rejected": feed.counters.rejected, "seq_gaps": feed.counters.seq_gaps}
+    disk = core.writer.disk
+    free = disk.free_bytes()
+    d = disk.counters
+    stage_states = stages.states()
+    return {
+        "ts": iso_ms(now), "version": __version__, "uptime_s": round(now - started, 1),
+        "state": "ok" if all(v == "ok" for v in stage_states.values()) and not core.fusion.faulty and not disk.full
+        else "degraded",
+        "sensors": sensors,
+        "detector_ms": {k: round(v, 1) for k, v in detect_ms.items()},
+        "queues": {"core": core.queue.qsize(), "core_max": core.queue.maxsize,
+                   "core_errors": core.summary.core_errors},
+        "outbox": {"backlog": backlog, "oldest_s": round(oldest, 1)},
+        "disk_free_mb": round(free / 2**20, 1) if free is not None else None,
+        "disk": {"full": disk.full, "reserve_held": disk.reserve.exists(),
+                 "unwritten": len(core.writer.unwritten), "dropped_snapshots": d.dropped_snapshots,
+                 "dropped_rejects": d.dropped_rejects, "lost": d.unwritten_lost},
+        "stages": stage_states,
+        "ledger_head": core.store.ledger_head(),
+    }
