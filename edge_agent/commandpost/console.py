@@ -23,8 +23,9 @@ from typing import Any, get_args
 import paho.mqtt.client as mqtt
 
 from edge_agent.config.agent import MqttConfig, default_state_dir
+from edge_agent.contract.acks import ack_payload
 from edge_agent.contract.alert import IDENT_RE, SEVERITIES, ULID_RE, AlertKind, one_line
-from edge_agent.runtime.publisher import ack_payload, make_client
+from edge_agent.runtime.mqttclient import make_client
 from sensors.events import ParseError, parse_time
 
 log = logging.getLogger(__name__)

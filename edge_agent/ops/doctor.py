@@ -209,7 +209,7 @@ def check_model(config: AgentConfig) -> Check:
 
 
 def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
-    from edge_agent.runtime.publisher import make_client
+    from edge_agent.runtime.mqttclient import make_client
 
     name = "broker"
     where = f"{cfg.host}:{cfg.broker_port}"

@@ -20,7 +20,6 @@ import functools
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,31 +27,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import __version__
 from edge_agent.config.agent import MqttConfig
-from edge_agent.contract.acks import (
-    AckError,
-    InboundError,
-    ReceiptError,
-    ack_payload,
-    parse_ack,
-    parse_receipt,
-    receipt_payload,
-)
+from edge_agent.contract.acks import AckError, ReceiptError, ack_payload, parse_ack, parse_receipt
 from edge_agent.contract.alert import IDENT_RE, ULID_RE, iso_ms
-from edge_agent.incidents.store import Ack, IncidentStore, Receipt, Rejected
+from edge_agent.incidents.store import Ack, IncidentStore
+from edge_agent.runtime.inbound import Inbound, InboundCounters
+from edge_agent.runtime.mqttclient import (
+    connect_persistent,
+    give_up,
+    heard_from_broker_s,
+    make_client,
+    network_thread,
+)
 
 __all__ = ["IDENT_RE", "ULID_RE", "AckError", "DeliveryCounters", "Publisher", "ReceiptError", "ack_payload",
-           "make_client", "parse_ack", "parse_receipt", "topic_root"]
+           "parse_ack", "parse_receipt", "topic_root"]
 
 log = logging.getLogger(__name__)
-paho_log = logging.getLogger("edge_agent.paho")  # exceptions paho caught in a callback of a client make_client built
 
 REFUSED_RETRY_S = 30.0
-SESSION_EXPIRY_S = 7 * 86400  # acks sent while a box is away wait this long at the broker
-INBOX_MAX = 10_000  # receipts and rejected messages waiting for the sender thread; beyond, they are dropped
 REBUILD_RETRY_S = 5.0
 SILENCE_GRACE_S = 2.0  # a live connection hears the broker at least every keepalive (ping); twice that, plus this
 
@@ -64,73 +59,19 @@ def topic_root(prefix: str, site: str, box: str) -> str:
     return f"{prefix}/{site}/{box}"
 
 
-def make_client(cfg: MqttConfig, client_id: str, persistent: bool = False) -> mqtt.Client:
-    """The one place a paho client is built: the configured protocol, credentials and TLS (no callbacks, not
-    connected). A persistent session keeps the box's subscriptions (acks, receipts) queued at the broker while
-    it is away. An exception in a callback is logged and the network thread goes on (paho would re-raise it
-    and its thread would end: a console or a box that looks alive and hears nothing)."""
-    protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-    kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
-                              "protocol": protocol}
-    if protocol == mqtt.MQTTv311:
-        kwargs["clean_session"] = not persistent
-    client = mqtt.Client(**kwargs)
-    client.suppress_exceptions = True
-    if not paho_log.filters:
-        paho_log.addFilter(_CallbackErrors())
-    client.enable_logger(paho_log)
-    if cfg.username is not None:
-        client.username_pw_set(cfg.username, cfg.secret())
-    if cfg.tls is not None:
-        t = cfg.tls
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(t, key)
-            if path is not None and not path.is_file():
-                raise ValueError(f"mqtt.tls.{key}: {path} does not exist or is not a file")
-        try:
-            client.tls_set(ca_certs=str(t.ca_file), certfile=str(t.cert_file) if t.cert_file else None,
-                           keyfile=str(t.key_file) if t.key_file else None, cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"mqtt.tls: cannot use {t.ca_file}, {t.cert_file}, {t.key_file}: {exc} (PEM files, "
-                             "the key matching the certificate?)") from None
-        client.tls_insecure_set(t.insecure)
-    client.reconnect_delay_set(int(max(1, cfg.reconnect_min_s)), int(max(1, cfg.reconnect_max_s)))
-    return client
-
-
-class _CallbackErrors(logging.Filter):
-    """Of paho's own log, only the exceptions it caught in a callback: the rest (each packet, each failed read
-    while the broker is away) our callbacks already say once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return str(record.msg).startswith("Caught exception")
-
-
-def network_thread(client: mqtt.Client) -> threading.Thread | None:
-    """paho's loop thread (``loop_start``); None once it has ended."""
-    thread: threading.Thread | None = client._thread
-    return thread if thread is not None and thread.is_alive() else None
-
-
-def heard_from_broker_s(client: mqtt.Client) -> float:
-    """Seconds since paho last read a byte from the broker (or sent a ping, which it counts the same)."""
-    return float(time.monotonic() - client._last_bytes_received)
+def status_payload(state: str) -> bytes:
+    """The retained ``status`` message (and the last will, ``offline``)."""
+    return json.dumps({"state": state, "ts": iso_ms(time.time()), "version": __version__}).encode()
 
 
 @dataclass(slots=True)
-class DeliveryCounters:
+class DeliveryCounters(InboundCounters):
     published: int = 0
     delivered: int = 0
     refused: int = 0
     connects: int = 0
-    acks: int = 0
-    acks_rejected: int = 0
-    receipts: int = 0
-    receipts_rejected: int = 0
     rebuilds: int = 0  # the MQTT client built again after its network thread ended or hung
     callback_errors: int = 0
-    inbox_dropped: int = 0
     last_error: str = ""
 
 
@@ -158,14 +99,13 @@ class Publisher:
         self.cfg = cfg
         self.store = store
         self.root = topic_root(cfg.prefix, site, box)
-        self.on_ack = on_ack
         self.counters = DeliveryCounters()
         self.client_id = cfg.client_id or f"edge-agent-{site}-{box}"
         self.connected = threading.Event()
         self.client = self._new_client()
         self._wake = threading.Event()
+        self.inbound = Inbound(self.root, store, self.counters, on_ack, self._wake.set)
         self._acked: queue.SimpleQueue[tuple[mqtt.Client, int, bool, str]] = queue.SimpleQueue()
-        self._inbox: queue.Queue[Receipt | Rejected] = queue.Queue(INBOX_MAX)  # for the sender's thread
         self._inflight: dict[int, int] = {}  # mid -> outbox seq (sender thread only)
         self._held: dict[int, float] = {}  # seq -> monotonic time; rows the broker refused wait before a retry
         self._next_rebuild = 0.0
@@ -177,7 +117,7 @@ class Publisher:
 
     def _new_client(self) -> mqtt.Client:
         client = make_client(self.cfg, self.client_id, persistent=True)
-        client.will_set(f"{self.root}/status", self._status("offline"), qos=1, retain=True)
+        client.will_set(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
         client.max_inflight_messages_set(self.cfg.max_inflight)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -188,16 +128,7 @@ class Publisher:
         return client
 
     def _connect(self) -> None:
-        if self.cfg.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s,
-                                      clean_start=False, properties=props)
-        else:
-            self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
+        connect_persistent(self.client, self.cfg)
         self.client.loop_start()
 
     def start(self) -> None:
@@ -214,9 +145,9 @@ class Publisher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
-        self._take_inbox()
+        self.inbound.take()
         if self.connected.is_set():
-            info = self.client.publish(f"{self.root}/status", self._status("offline"), qos=1, retain=True)
+            info = self.client.publish(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
         self.connected.clear()  # a disconnect we asked for is no news
@@ -233,9 +164,6 @@ class Publisher:
         if self.connected.is_set():
             self.client.publish(f"{self.root}/health", json.dumps(health, separators=(",", ":")), qos=0)
 
-    def _status(self, state: str) -> bytes:
-        return json.dumps({"state": state, "ts": iso_ms(time.time()), "version": __version__}).encode()
-
     # -- paho callbacks (network thread) ---------------------------------------------------------------
 
     @_guarded
@@ -245,7 +173,7 @@ class Publisher:
             log.error("mqtt %s:%s: %s", self.cfg.host, self.cfg.broker_port, self.counters.last_error)
             return
         self.counters.connects += 1
-        client.publish(f"{self.root}/status", self._status("online"), qos=1, retain=True)
+        client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
         topics = [(f"{self.root}/acks", 1)] + ([(f"{self.root}/receipts", 1)] if self.cfg.require_receipt else [])
         client.subscribe(topics)
         log.info("mqtt connected to %s:%s as %s", self.cfg.host, self.cfg.broker_port, self.root)
@@ -272,38 +200,7 @@ class Publisher:
 
     @_guarded
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        topic = msg.topic
-        source = "mqtt-receipts" if topic == f"{self.root}/receipts" else "mqtt-acks"
-        try:
-            if source == "mqtt-receipts":
-                self._to_sender(parse_receipt(msg.payload))
-                return
-            ack = parse_ack(msg.payload)
-            if self.on_ack is not None:
-                self.on_ack(ack)
-            self.counters.acks += 1
-        except InboundError as exc:
-            self._reject(source, f"{topic}: {exc}", msg.payload)
-            log.warning("message on %s rejected: %s", topic, exc)
-        except Exception as exc:  # the ack's consumer failed: the message is kept, the thread goes on
-            self._reject(source, f"{topic}: not handled: {type(exc).__name__}: {exc}", msg.payload)
-            log.exception("message on %s not handled", topic)
-
-    def _reject(self, source: str, reason: str, payload: bytes) -> None:
-        if source == "mqtt-receipts":
-            self.counters.receipts_rejected += 1
-        else:
-            self.counters.acks_rejected += 1
-        self._to_sender(Rejected(source, time.time(), reason, payload[:512]))
-
-    def _to_sender(self, item: Receipt | Rejected) -> None:
-        """Database work for the sender's thread: the network thread only reads and answers the broker."""
-        try:
-            self._inbox.put_nowait(item)
-        except queue.Full:
-            self.counters.inbox_dropped += 1
-            log.warning("mqtt: %d receipts and rejected messages wait already; one more dropped", INBOX_MAX)
-        self._wake.set()
+        self.inbound.on_message(msg)
 
     # -- the sender ------------------------------------------------------------------------------------
 
@@ -315,7 +212,7 @@ class Publisher:
             self._wake.clear()
             self._check_network()
             self._settle()
-            self._take_inbox()
+            self.inbound.take()
             if not self.connected.is_set():
                 continue
             if generation != self.counters.connects:  # a new connection: everything unacked goes again
@@ -367,7 +264,7 @@ class Publisher:
         old, self.client = self.client, fresh
         self.connected.clear()
         self._inflight.clear()
-        _give_up(old)
+        give_up(old)
         self._connect()
 
     def _settle(self) -> None:
@@ -391,34 +288,3 @@ class Publisher:
             self.store.delivered(done, time.time(), self.cfg.receipt_timeout_s if self.cfg.require_receipt else None)
             self.counters.delivered += len(done)
             self._wake.set()
-
-    def _take_inbox(self) -> None:
-        rejected = []
-        for _ in range(INBOX_MAX):
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Rejected):
-                rejected.append(item)
-                continue
-            outcome = self.store.record_receipt(item)
-            if outcome == "unknown":
-                self.counters.receipts_rejected += 1
-                rejected.append(Rejected("mqtt-receipts", time.time(), f"{self.root}/receipts: no published alert "
-                                         f"{item.alert_id} in state {item.state}",
-                                         receipt_payload(item.alert_id, item.state, item.by, item.ts)))
-                log.warning("receipt for an alert state this box never published: %s %s", item.alert_id, item.state)
-            else:
-                self.counters.receipts += 1
-        if rejected:
-            self.store.add_rejects(rejected)
-
-
-def _give_up(client: mqtt.Client) -> None:
-    """Leave a client whose network thread ended or hangs (its callbacks are ignored from now on): its thread,
-    if it ever turns again, stops, and a dead one says DISCONNECT on its socket (paho writes it at once when no
-    thread runs), so the broker does not publish the will for it."""
-    client._thread_terminate = True
-    with contextlib.suppress(Exception):
-        client.disconnect()
