@@ -34,7 +34,7 @@ from edge_agent.contract.alert import Alert
 from edge_agent.incidents.store import IncidentStore, StoreError
 from edge_agent.runtime.core import Core, RunSummary
 from edge_agent.runtime.detection import DetectionStage, build_detector, build_pipeline, is_live
-from edge_agent.runtime.diskguard import DiskGuard, UnwrittenQueue
+from edge_agent.runtime.diskguard import DiskGuard
 from edge_agent.runtime.fusion import FusionEngine
 from edge_agent.runtime.health import health_payload
 from edge_agent.runtime.logwriter import IncidentLogWriter
@@ -81,14 +81,6 @@ class Agent:
     @property
     def fusion(self) -> FusionEngine:
         return self._core().fusion
-
-    @property
-    def disk(self) -> DiskGuard:
-        return self._core().writer.disk
-
-    @property
-    def unwritten(self) -> UnwrittenQueue:
-        return self._core().writer.unwritten
 
     def _core(self) -> Core:
         if self.core is None:
