@@ -35,6 +35,7 @@ from edge_agent.incidents.store import IncidentStore, StoreError
 from edge_agent.runtime.core import Core, RunSummary
 from edge_agent.runtime.detection import DetectionStage, build_detector, build_pipeline, is_live
 from edge_agent.runtime.diskguard import DiskGuard
+from edge_agent.runtime.errors import NotStarted
 from edge_agent.runtime.fusion import FusionEngine
 from edge_agent.runtime.health import health_payload
 from edge_agent.runtime.logwriter import IncidentLogWriter
@@ -84,7 +85,7 @@ class Agent:
 
     def _core(self) -> Core:
         if self.core is None:
-            raise RuntimeError("the agent has not started")
+            raise NotStarted("the agent has not started: call start() first")
         return self.core
 
     # -- building ----------------------------------------------------------------------------------------

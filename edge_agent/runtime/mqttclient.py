@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config.agent import MqttConfig
+from edge_agent.runtime.errors import MqttClientError
 
 paho_log = logging.getLogger("edge_agent.paho")  # exceptions paho caught in a callback of a client make_client built
 SESSION_EXPIRY_S = 7 * 86400  # acks sent while a box is away wait this long at the broker
@@ -40,14 +41,14 @@ def make_client(cfg: MqttConfig, client_id: str, persistent: bool = False) -> mq
         for key in ("ca_file", "cert_file", "key_file"):
             path = getattr(t, key)
             if path is not None and not path.is_file():
-                raise ValueError(f"mqtt.tls.{key}: {path} does not exist or is not a file")
+                raise MqttClientError(f"mqtt.tls.{key}: {path} does not exist or is not a file")
         try:
             client.tls_set(ca_certs=str(t.ca_file), certfile=str(t.cert_file) if t.cert_file else None,
                            keyfile=str(t.key_file) if t.key_file else None, cert_reqs=ssl.CERT_REQUIRED,
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
         except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"mqtt.tls: cannot use {t.ca_file}, {t.cert_file}, {t.key_file}: {exc} (PEM files, "
-                             "the key matching the certificate?)") from None
+            raise MqttClientError(f"mqtt.tls: cannot use {t.ca_file}, {t.cert_file}, {t.key_file}: {exc} (PEM files, "
+                             "the key matching the certificate?)") from exc
         client.tls_insecure_set(t.insecure)
     client.reconnect_delay_set(int(max(1, cfg.reconnect_min_s)), int(max(1, cfg.reconnect_max_s)))
     return client

@@ -254,7 +254,7 @@ class Publisher:
         self._next_rebuild = time.monotonic() + REBUILD_RETRY_S
         try:
             fresh = self._new_client()
-        except ValueError as exc:  # e.g. the TLS files went: say so and try again later
+        except ValueError as exc:  # e.g. the TLS files went (MqttClientError): say so and try again later
             self.counters.last_error = f"{why}; cannot build a new client: {exc}"
             log.error("mqtt: %s", self.counters.last_error)
             return

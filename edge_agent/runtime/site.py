@@ -16,6 +16,7 @@ from shapely.geometry import LineString, Polygon
 from detectors.types import Detections
 from edge_agent.config.agent import AgentConfig, FilterConfig, FusionConfig, ScheduleConfig
 from edge_agent.contract.alert import new_ulid
+from edge_agent.runtime.errors import UnknownSensor
 from edge_agent.runtime.fusion import FusionEngine, FusionRule, NewId
 from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
@@ -184,7 +185,7 @@ class Site:
         """A radio bearing from a fixed receiver as [lat, lon] points on the map."""
         at = self.sensor_latlon(sensor_id)
         if at is None:
-            raise KeyError(f"unknown fixed sensor {sensor_id!r}")
+            raise UnknownSensor(f"unknown fixed sensor {sensor_id!r}")
         return bearing_ray(at[0], at[1], bearing_deg, length_m)
 
     def where_latlon(self, lat: float, lon: float) -> dict[str, object]:
