@@ -157,7 +157,10 @@ def test_the_server_survives_running_out_of_descriptors(stop: threading.Event) -
         resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_descriptor(), hard))
         client.connect(("127.0.0.1", port))  # the kernel completes the handshake; accept() gets EMFILE
         client.sendall(pmdet(1, "ALARM"))
-        assert wait_for(lambda: c.refused >= 2, timeout=10), c  # it failed, paused and tried again
+        assert wait_for(lambda: c.refused >= 1, timeout=10), c  # accept() failed with EMFILE ...
+        # ... and the server paused and tried again: refused again, or accepted because another thread of this
+        # process closed a descriptor below the limit meanwhile (the limit is per process, not per thread)
+        assert wait_for(lambda: c.refused >= 2 or c.connections == 1, timeout=10), c
         assert feed.reader.alive and "Too many open files" in (c.last_error or "")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
