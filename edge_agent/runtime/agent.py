@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 
 class Agent:
+    """The whole box in one process: builds the stages, runs the main loop, reloads, stops."""
+
     def __init__(self, config: AgentConfig, config_path: Path | None = None,
                  on_alert: Callable[[Alert], None] | None = None, notifier: Notifier | None = None) -> None:
         self._config = config
