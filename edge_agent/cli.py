@@ -242,7 +242,7 @@ def _filters(args: argparse.Namespace) -> object:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    from edge_agent.incidents import review
+    from edge_agent.incidents import report, review
 
     try:
         store = review.open_store(_db(args))
@@ -264,7 +264,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 raise UsageError(f"no incident {args.id} in {store.path}; 'edge-agent incidents list' shows the ids")
             print(json.dumps(inc, ensure_ascii=False, indent=1) if args.json else review.timeline(inc))
         elif args.what == "export":
-            text = review.export(store, args.format, _filters(args))  # type: ignore[arg-type]
+            text = report.export(store, args.format, _filters(args))  # type: ignore[arg-type]
             if args.output:
                 Path(args.output).write_text(text, encoding="utf-8")
                 print(f"wrote {args.output}", file=sys.stderr)

@@ -342,7 +342,7 @@ def test_a_snapshot_is_published_on_its_topic_and_inlined_in_the_report(broker: 
     import cv2
     import numpy as np
 
-    from edge_agent.incidents import review
+    from edge_agent.incidents import report, review
 
     store = IncidentStore(tmp_path / "incidents.db")
     img = np.zeros((120, 160, 3), np.uint8)
@@ -361,7 +361,7 @@ def test_a_snapshot_is_published_on_its_topic_and_inlined_in_the_report(broker: 
         assert seen.json("/alerts")[0]["snapshot"] == topic
         rel = store.db.execute("SELECT snapshot FROM incidents WHERE id = ?", [a.incident_id]).fetchone()[0]
         assert (tmp_path / rel).read_bytes() == jpeg
-        page = review.export_html(store, review.Filters())
+        page = report.export_html(store, review.Filters())
         assert "data:image/jpeg;base64," in page
     finally:
         pub.stop()

@@ -22,7 +22,7 @@ import pytest
 import shapely.geometry
 
 from edge_agent.contract.alert import Alert, Evidence, new_ulid
-from edge_agent.incidents import review
+from edge_agent.incidents import report, review
 from edge_agent.incidents.store import SCHEMA_VERSION, Ack, AckResult, IncidentStore, Rejected
 from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
@@ -83,7 +83,7 @@ def test_csv_and_geojson_exports_hold_every_incident_with_its_evidence(scenario,
     assert len(incidents) >= 2 and any(k == "fused" for _, k, _, _ in incidents.values())
     assert {a.incident_id for a in h.alerts} == set(incidents)  # every alerted incident is in the log
 
-    rows = list(csv.DictReader(io.StringIO(review.export_csv(store, review.Filters()))))
+    rows = list(csv.DictReader(io.StringIO(report.export_csv(store, review.Filters()))))
     by_inc: dict[str, list[tuple]] = defaultdict(list)
     for r in rows:
         if r["evidence_sensor"]:
@@ -92,7 +92,7 @@ def test_csv_and_geojson_exports_hold_every_incident_with_its_evidence(scenario,
     for inc_id in incidents:
         assert sorted(map(json.dumps, by_inc[inc_id])) == sorted(map(json.dumps, evidence[inc_id]))
 
-    gj = json.loads(review.export(store, "geojson", review.Filters()))
+    gj = json.loads(report.export(store, "geojson", review.Filters()))
     assert gj["type"] == "FeatureCollection" and len(gj["features"]) == len(incidents)
     for f in gj["features"]:
         assert f["type"] == "Feature" and isinstance(f["properties"], dict)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import sqlite_utils
 
 from edge_agent.contract.alert import SEVERITIES, ULID_RE, Alert, Evidence, Incident
+from edge_agent.incidents.errors import SnapshotPathError, StoreError
 from sensors.events import parse_time
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -112,14 +113,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.table} {self.ref}: {self.what}"
-
-
-class StoreError(Exception):
-    """The database cannot be opened or written; the message says which file and what to do."""
-
-
-class SnapshotPathError(ValueError):
-    """A stored snapshot path that is not one the store writes (tampered, or pointing out of its folder)."""
 
 
 @dataclass(slots=True)
