@@ -540,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup(args.verbose, args.log_json or os.environ.get("EDGE_AGENT_LOG") == "json", _secrets(args))
     from detectors.base import DetectorUnavailable
-    from edge_agent.incidents.store import StoreError
+    from edge_agent.incidents.errors import StoreError
     from edge_agent.ops.modelfiles import ModelError
 
     try:

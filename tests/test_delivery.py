@@ -632,12 +632,12 @@ def test_with_receipts_required_a_row_is_owed_until_its_receipt_and_sent_again_a
 def test_a_version_2_database_opens_and_gains_the_receipt_columns(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from edge_agent.incidents import store as store_module
+    from edge_agent.incidents import schema
 
     path = tmp_path / "incidents.db"
     db = sqlite_utils.Database(path)
-    for version, migrate in enumerate(store_module.MIGRATIONS[:2], start=1):
-        migrate(db)
+    for version, step in enumerate(schema.STEPS[:2], start=1):  # as the agent migrated before Migrations
+        step.apply(db)
         db.execute(f"PRAGMA user_version = {version}")
     old = _alert("high")
     for delivered in (time.time(), None):
@@ -648,7 +648,7 @@ def test_a_version_2_database_opens_and_gains_the_receipt_columns(tmp_path: Path
     db.conn.close()
     store = IncidentStore(path)
     try:
-        assert store.version == store_module.SCHEMA_VERSION >= 3
+        assert store.version == schema.SCHEMA_VERSION >= 3
         cols = {c.name for c in store.db["outbox"].columns}
         assert {"receipt", "receipt_by", "receipt_due"} <= cols
         assert store.backlog()[0] == 1 and len(store.pending()) == 1  # what was delivered before owes no receipt

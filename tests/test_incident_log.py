@@ -20,10 +20,17 @@ from pathlib import Path
 
 import pytest
 import shapely.geometry
+import sqlite_utils
 
+from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert, Evidence, new_ulid
-from edge_agent.incidents import report, review
-from edge_agent.incidents.store import SCHEMA_VERSION, Ack, AckResult, IncidentStore, Rejected
+from edge_agent.incidents import report, review, schema
+from edge_agent.incidents.alerts import AckResult
+from edge_agent.incidents.errors import SchemaTooNew
+from edge_agent.incidents.record import insert_evidence
+from edge_agent.incidents.schema import SCHEMA_VERSION
+from edge_agent.incidents.sensorlog import Rejected
+from edge_agent.incidents.store import IncidentStore
 from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT
@@ -195,6 +202,42 @@ def test_an_old_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     sync = store.db.execute("PRAGMA synchronous").fetchone()[0]
     assert sync == 2  # FULL
     store.close()
+
+
+def test_a_database_of_the_numbered_schema_opens_keeps_its_rows_and_takes_a_further_migration(tmp_path: Path) -> None:
+    path = tmp_path / "incidents.db"
+    store = IncidentStore(path)
+    t = time.time() - 3600
+    incidents = [log_incident(store, t + i, severity="critical" if i == 2 else "medium") for i in range(3)]
+    store.add_rejects([Rejected("md-1", t, "bad checksum", b"$PMDET")])
+    assert store.record_ack(Ack(incidents[0].alert_id or "", "guard", t + 10)).outcome == "acknowledged"
+    counts = {name: store.db[name].count for name in ("incidents", "evidence", "alerts", "outbox", "acks", "ledger",
+                                                       "rejected_input")}
+    store.close()
+    with sqlite3.connect(path) as conn:  # as today's agent wrote it: numbered by user_version alone
+        conn.execute("DROP TABLE _sqlite_migrations")
+    conn.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+    store = IncidentStore(path)
+    assert store.version == SCHEMA_VERSION
+    assert "_sqlite_migrations" not in store.db.table_names()  # an up-to-date file is not written on open
+    assert {name: store.db[name].count for name in counts} == counts
+    assert store.verify() == []
+
+    def tagged(db: sqlite_utils.Database) -> None:
+        db["incidents"].add_column("tag", str)
+
+    later = (*schema.STEPS, schema.Step("next", tagged))
+    names = [step.name for step in later]
+    assert [m.name for m in schema.migrations(later).pending(store.db)] == names  # nothing recorded yet
+    schema.upgrade(store.db, path, later)  # the numbered steps are taken as applied; only the next one runs
+    assert [m.name for m in schema.migrations(later).applied(store.db)] == names
+    assert store.version == SCHEMA_VERSION + 1 and "tag" in {c.name for c in store.db["incidents"].columns}
+    assert {name: store.db[name].count for name in counts} == counts
+    store.close()
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}, newer than this agent's "):
+        IncidentStore(path)
 
 
 def test_incidents_list_filters_and_show(tmp_path: Path) -> None:
@@ -421,22 +464,23 @@ def test_the_incident_digest_is_incremental_and_matches_a_fresh_fold(tmp_path: P
     store = IncidentStore(tmp_path / "incidents.db")
     t = time.time() - 3600
     small, big = log_incident(store, t), log_incident(store, t + 1)
-    with store._tx():  # 3,000 rows of evidence in one incident, written at once
-        store._insert_evidence(big.incident_id, [_evidence(t, i) for i in range(3000)])
-        store._chain_incident(big.incident_id)
+    with store.conn.tx():  # 3,000 rows of evidence in one incident, written at once
+        insert_evidence(store.db, big.incident_id, [_evidence(t, i) for i in range(3000)])
+        store.ledger.chain_incident(big.incident_id)
     cost_small = _vm_steps(store, lambda: store.add_evidence(small, _evidence(t, -1)))
     cost_big = _vm_steps(store, lambda: store.add_evidence(big, _evidence(t, -1)))
     assert cost_big < 2 * cost_small + 50, (cost_small, cost_big)  # not a re-hash of 3,000 rows
-    assert store._incident_digest(big.incident_id) == store._incident_digest(big.incident_id, cached=False)
+    assert store.ledger.incident_digest(big.incident_id) == store.ledger.incident_digest(big.incident_id, cached=False)
 
-    with pytest.raises(RuntimeError), store._tx():  # a write that rolls back after the digest took it in
-        store._insert_evidence(small.incident_id, [_evidence(t, -2)])
-        store._chain_incident(small.incident_id)
+    with pytest.raises(RuntimeError), store.conn.tx():  # a write that rolls back after the digest took it in
+        insert_evidence(store.db, small.incident_id, [_evidence(t, -2)])
+        store.ledger.chain_incident(small.incident_id)
         raise RuntimeError("disk full")
     store.add_evidence(big, _evidence(t, -3))  # takes the rolled-back row's id
     store.add_evidence(small, _evidence(t, -4))
     for inc in (small, big):
-        assert store._incident_digest(inc.incident_id) == store._incident_digest(inc.incident_id, cached=False)
+        digest = store.ledger.incident_digest
+        assert digest(inc.incident_id) == digest(inc.incident_id, cached=False)
     assert store.verify() == []
     store.close()
     with sqlite3.connect(tmp_path / "incidents.db") as conn:
@@ -453,8 +497,8 @@ def test_ledger_entries_written_before_the_running_digest_still_verify(tmp_path:
     t = time.time() - 3600
     old, older = log_incident(store, t), log_incident(store, t + 1)
     for inc in (old, older):  # the last entry of each as the agent wrote it before "v2:"
-        with store._tx():
-            store._chain("incident", inc.incident_id, store._incident_digest_v1(inc.incident_id))
+        with store.conn.tx():
+            store.ledger.chain("incident", inc.incident_id, store.ledger.incident_digest_v1(inc.incident_id))
     digests = dict(store.db.execute("SELECT ref, digest FROM ledger WHERE kind = 'incident' ORDER BY seq"))
     assert not digests[old.incident_id].startswith("v2:")
     assert store.verify() == []

@@ -9,7 +9,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
@@ -125,40 +125,6 @@ class Evidence:
                 f[key] = value
         where = (ev.lat, ev.lon) if ev.lat is not None and ev.lon is not None else location
         return cls(ev.sensor, "radio", ev.ts, tuple(f.items()), where)
-
-
-@dataclass(slots=True)
-class Incident:
-    """Events of one or more sensors about the same thing, in one place and time window."""
-
-    incident_id: str
-    rule: str
-    kind: AlertKind
-    base_severity: Severity
-    opened: float
-    zone: tuple[str, str] | None  # (id, name)
-    evidence: list[Evidence] = field(default_factory=list)
-    updated: float = 0.0
-    closed: float | None = None
-    alert_id: str | None = None
-    last_alert_ts: float = 0.0
-    last_alert_key: tuple[object, ...] = ()
-    degraded: tuple[str, ...] = ()  # faulty sensors this incident's rule depends on
-
-    @property
-    def sensor_types(self) -> set[str]:
-        return {e.type for e in self.evidence}
-
-    @property
-    def severity(self) -> Severity:
-        return raise_severity(self.base_severity, len(self.sensor_types) - 1)
-
-    @property
-    def location(self) -> tuple[float, float] | None:
-        for e in self.evidence:  # the thermal track is the most precise position, then metal, then radio
-            if e.type == "thermal" and e.location:
-                return e.location
-        return next((e.location for e in self.evidence if e.location), None)
 
 
 @dataclass(frozen=True, slots=True)

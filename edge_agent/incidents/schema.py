@@ -32,7 +32,8 @@ MIGRATION_SET = "edge-agent/incidents"
 def rejected_input(db: sqlite_utils.Database) -> None:
     """The first released schema: bad input kept with its reason."""
     if "rejected_input" not in db.table_names():
-        db.table("rejected_input").create({"id": int, "sensor": str, "ts": float, "reason": str, "data": bytes}, pk="id")
+        db.table("rejected_input").create({"id": int, "sensor": str, "ts": float, "reason": str, "data": bytes},
+                                          pk="id")
         db.table("rejected_input").create_index(["sensor", "ts"])
 
 
@@ -68,8 +69,8 @@ def incident_log(db: sqlite_utils.Database) -> None:
     db.table("sensor_health").create({"id": int, "sensor": str, "ts": float, "state": str, "detail": str}, pk="id")
     db.table("sensor_health").create_index(["sensor", "ts"])
     db.table("retention_log").create({"id": int, "ts": float, "incident_id": str, "what": str, "reason": str}, pk="id")
-    db.table("ledger").create({"seq": int, "ts": float, "kind": str, "ref": str, "digest": str, "prev": str, "hash": str},
-                        pk="seq")
+    db.table("ledger").create({"seq": int, "ts": float, "kind": str, "ref": str, "digest": str, "prev": str,
+                               "hash": str}, pk="seq")
     db.table("ledger").create_index(["kind", "ref"])
 
 

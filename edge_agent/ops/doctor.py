@@ -69,7 +69,8 @@ def check_state_dir(config: AgentConfig) -> Iterator[Check]:
     else:
         yield Check(OK, "state directory", f"{d} writable, {free_mb / 1024:.1f} GB free")
     if config.db_path.exists():
-        from edge_agent.incidents.store import IncidentStore, StoreError
+        from edge_agent.incidents.errors import StoreError
+        from edge_agent.incidents.store import IncidentStore
 
         try:
             store = IncidentStore(config.db_path)
