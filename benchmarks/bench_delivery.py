@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.config.agent import MqttConfig, parse_config  # noqa: E402
-from edge_agent.contract.alert import Alert, Evidence, new_ulid  # noqa: E402
+from edge_agent.contract.alert import Alert, Evidence  # noqa: E402
+from edge_agent.contract.ids import new_ulid  # noqa: E402
 from edge_agent.demo.brokers import LocalBroker, free_port  # noqa: E402
 from edge_agent.demo.script import pmdet  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.contract.alert import SEVERITIES, Evidence, new_ulid  # noqa: E402
+from edge_agent.contract.alert import SEVERITIES, Evidence  # noqa: E402
+from edge_agent.contract.ids import new_ulid  # noqa: E402
 from edge_agent.incidents import review  # noqa: E402
 from edge_agent.incidents.schema import SEV_RANK  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402

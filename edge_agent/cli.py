@@ -312,7 +312,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     console = Console(cfg, lambda line: print(line, flush=True), cache, args.site, args.box)  # type: ignore[arg-type]
     stop = _stop_on_signals()
     console.start()
-    print(f"# watching {console.filter}/alerts on {cfg.host}:{cfg.broker_port} (Ctrl-C to stop)",  # type: ignore
+    print(f"# watching {console.topics.alerts} on {cfg.host}:{cfg.broker_port} (Ctrl-C to stop)",  # type: ignore
           file=sys.stderr)
     stop.wait(args.duration)
     console.stop()

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from edge_agent.contract.alert import iso_ms
+from edge_agent.contract.ids import iso_ms
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.contract.topics import parse_topic
 from edge_agent.demo.brokers import free_port, give_to_mosquitto, wait_listening
 
 __all__ = ["ROOT", "Collector", "Mosquitto", "free_port", "shipped_persistence", "wait_for", "wait_port"]
@@ -148,11 +149,12 @@ class Collector:
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append(msg)
-        if self.receipts_by is not None and msg.topic.endswith("/alerts"):
+        topic = parse_topic(msg.topic)
+        if self.receipts_by is not None and topic is not None and topic.leaf == "alerts":
             from edge_agent.contract.acks import receipt_payload
 
             alert = json.loads(msg.payload)
-            client.publish(msg.topic.removesuffix("alerts") + "receipts",
+            client.publish(topic.box_topics.receipts,
                            receipt_payload(alert["alert_id"], alert["state"], self.receipts_by), qos=1)
 
     def on(self, suffix: str) -> list[mqtt.MQTTMessage]:

@@ -3,7 +3,8 @@ for the incident-log tests, the burst writer they kill, and the insert benchmark
 
 from __future__ import annotations
 
-from edge_agent.contract.alert import Alert, Evidence, Severity, new_ulid
+from edge_agent.contract.alert import Alert, Evidence, Severity
+from edge_agent.contract.ids import new_ulid
 from edge_agent.incidents.record import Incident
 from edge_agent.incidents.store import IncidentStore
 

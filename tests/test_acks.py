@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.contract.acks import AckError, ReceiptError, parse_ack, parse_receipt, receipt_payload
-from edge_agent.contract.alert import new_ulid
+from edge_agent.contract.ids import new_ulid
 
 NOW = 1_790_000_000.0  # a fixed box clock for the field table
 

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.contract.alert import new_ulid
+from edge_agent.contract.ids import new_ulid
 from tests.brokers import Mosquitto, wait_for
 from tests.conftest import run_cli
 

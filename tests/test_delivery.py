@@ -20,10 +20,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config.agent import MqttConfig, TlsConfig
-from edge_agent.contract.acks import receipt_payload
-from edge_agent.contract.alert import Alert, Evidence, alert_schema, new_ulid
-from edge_agent.incidents.store import IncidentStore, Receipt
-from edge_agent.runtime.publisher import AckError, Publisher, ack_payload, parse_ack, topic_root
+from edge_agent.contract.acks import AckError, Receipt, ack_payload, parse_ack, receipt_payload
+from edge_agent.contract.alert import Alert, Evidence, alert_schema
+from edge_agent.contract.ids import new_ulid
+from edge_agent.contract.topics import topic_root
+from edge_agent.incidents.store import IncidentStore
+from edge_agent.runtime.publisher import Publisher
 from tests.brokers import ROOT, Collector, Mosquitto, shipped_persistence, wait_for
 
 pytestmark = pytest.mark.integration

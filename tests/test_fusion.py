@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 
 from edge_agent.config.agent import AgentConfig
-from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema, new_ulid
+from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema
+from edge_agent.contract.ids import new_ulid
 from edge_agent.demo.script import pmdet as sentence
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.runtime.fusion import EvidenceAdded, FusionEngine, FusionResult

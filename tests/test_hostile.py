@@ -22,7 +22,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.contract.alert import iso_ms
+from edge_agent.contract.ids import iso_ms
 from edge_agent.demo.script import pmdet
 from tests.agents.hostile_input import HostileLines, datagrams, hostile_acks, lines_in, stream
 from tests.agents.udp_pacer import UdpPacer

@@ -23,7 +23,8 @@ import shapely.geometry
 import sqlite_utils
 
 from edge_agent.contract.acks import Ack
-from edge_agent.contract.alert import Alert, Evidence, new_ulid
+from edge_agent.contract.alert import Alert, Evidence
+from edge_agent.contract.ids import new_ulid
 from edge_agent.incidents import report, review, schema
 from edge_agent.incidents.alerts import AckResult
 from edge_agent.incidents.errors import SchemaTooNew

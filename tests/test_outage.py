@@ -26,7 +26,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.contract.alert import iso_ms
+from edge_agent.contract.ids import iso_ms
 from edge_agent.demo.script import pmdet
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, Mosquitto, free_port, wait_for

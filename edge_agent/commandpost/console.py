@@ -18,22 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from edge_agent.config.agent import MqttConfig, default_state_dir
 from edge_agent.contract.acks import ack_payload
-from edge_agent.contract.alert import IDENT_RE, SEVERITIES, ULID_RE, AlertKind, one_line
+from edge_agent.contract.alert import BadAlert, load_untrusted, parse_alert
+from edge_agent.contract.ids import IDENT_RE, ULID_RE, one_line
+from edge_agent.contract.topics import parse_topic, subscription
 from edge_agent.runtime.mqttclient import make_client
-from sensors.events import ParseError, parse_time
 
 log = logging.getLogger(__name__)
 
 STATE_MARK = {"new": "NEW", "updated": "UPD", "acknowledged": "ACK", "escalated": "ESC!", "closed": "CLOSED"}
-ALERT_KINDS = get_args(AlertKind)
-MAX_PAYLOAD = 256 * 1024  # an alert with its evidence is a few kB; snapshots travel on their own topic
-MAX_DEPTH = 16  # the contract's alert nests 4 deep
 REPORT_EVERY_S = 10.0  # at most one line about bad messages in this time
 
 
@@ -71,87 +69,6 @@ class AlertCache:
         with self.lock:
             row = self.conn.execute("SELECT site, box FROM seen WHERE alert_id = ? LIMIT 1", [alert_id]).fetchone()
         return (row[0], row[1]) if row else None
-
-
-class BadAlert(ValueError):
-    """A message on an alerts topic that is no alert the console can show; the message says which field."""
-
-
-def _depth(value: Any) -> int:
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        v, d = todo.pop()
-        deepest = max(deepest, d)
-        if isinstance(v, dict | list) and d <= MAX_DEPTH:
-            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
-    return deepest
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _load(payload: bytes) -> Any:
-    if len(payload) > MAX_PAYLOAD:
-        raise BadAlert(f"{len(payload)} bytes, over the {MAX_PAYLOAD} byte limit")
-    try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
-    except UnicodeDecodeError as exc:
-        raise BadAlert(f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise BadAlert(f"not JSON ({exc.msg} at character {exc.pos})") from None
-    except (ValueError, RecursionError) as exc:
-        raise BadAlert(f"not JSON ({one_line(exc, 80)})") from None
-    if _depth(data) > MAX_DEPTH:
-        raise BadAlert(f"JSON nested more than {MAX_DEPTH} deep")
-    return data
-
-
-def _field(p: dict[str, Any], key: str, allowed: Any) -> Any:
-    value = p.get(key)
-    if isinstance(allowed, type):
-        ok = isinstance(value, allowed)
-        expected = allowed.__name__
-    elif isinstance(allowed, tuple):
-        ok = isinstance(value, str) and value in allowed
-        expected = "one of " + "|".join(allowed)
-    else:
-        ok = isinstance(value, str) and allowed.match(value) is not None
-        expected = "an id" if allowed is IDENT_RE else "a ULID"
-    if not ok:
-        raise BadAlert(f"{key} must be {expected}, got {one_line(repr(value), 60)}")
-    return value
-
-
-def parse_alert(payload: bytes, site: str, box: str) -> tuple[dict[str, Any], float]:
-    """An alert received on ``{prefix}/{site}/{box}/alerts``, checked field by field: the payload and its
-    time. ``BadAlert`` says what is wrong."""
-    p = _load(payload)
-    if not isinstance(p, dict):
-        raise BadAlert(f"not a JSON object but {type(p).__name__}")
-    _field(p, "alert_id", ULID_RE)
-    _field(p, "state", tuple(STATE_MARK))
-    _field(p, "severity", SEVERITIES)
-    _field(p, "kind", ALERT_KINDS)
-    _field(p, "summary", str)
-    for key, topic_value in (("site", site), ("box", box)):
-        if _field(p, key, IDENT_RE) != topic_value:
-            raise BadAlert(f"{key} {p[key]!r} is not the topic's {topic_value!r}")
-    try:
-        ts = parse_time(p.get("ts"))
-        datetime.fromtimestamp(ts)  # a time the console can print
-    except (ParseError, ValueError, OverflowError, OSError) as exc:
-        raise BadAlert(f"ts: {one_line(exc, 80)}") from None
-    zone = p.get("zone")
-    if zone is not None and not (isinstance(zone, dict) and isinstance(zone.get("name", ""), str)):
-        raise BadAlert("zone must be null or an object with a text name")
-    evidence = p.get("evidence", [])
-    if not isinstance(evidence, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str)
-                                                 for e in evidence):
-        raise BadAlert("evidence must be a list of objects, each with a text type")
-    if p.get("snapshot") is not None and not isinstance(p["snapshot"], str):
-        raise BadAlert("snapshot must be null or a topic")
-    return p, ts
 
 
 def alert_line(p: dict[str, Any], ts: float) -> str:
@@ -203,7 +120,8 @@ class Console:
                 raise ValueError(f"{what} {v!r}: use letters, digits, '_' and '-'")
         self.cfg, self.show, self.cache, self.on_alert = cfg, show, cache, on_alert
         self.bad = BadMessageReport(warn)
-        self.filter = f"{cfg.prefix}/{site}/{box}"
+        self.topics = subscription(cfg.prefix, site, box)
+        self.filter = self.topics.root
         self.boxes: dict[str, str] = {}
         self.alerts: dict[str, dict[str, Any]] = {}  # alert id -> newest payload
         self.duplicates = 0
@@ -225,7 +143,7 @@ class Console:
         if reason.is_failure:
             self.show(f"! broker {self.cfg.host}:{self.cfg.broker_port} refused the connection: {reason}")
             return
-        client.subscribe([(f"{self.filter}/alerts", 1), (f"{self.filter}/status", 1)])
+        client.subscribe([(self.topics.alerts, 1), (self.topics.status, 1)])
         self.connected.set()
 
     @property
@@ -240,14 +158,14 @@ class Console:
             self.bad(msg.topic, f"could not be handled ({type(exc).__name__}: {exc})")
 
     def _handle(self, msg: mqtt.MQTTMessage) -> None:
-        parts = msg.topic.split("/")
-        if len(parts) != 4:
+        topic = parse_topic(msg.topic)
+        if topic is None:
             return
-        _prefix, site, box, leaf = parts
-        if not (IDENT_RE.match(site) and IDENT_RE.match(box)):
+        site, box = topic.site, topic.box
+        if not topic.names_a_box:
             self.bad(msg.topic, "site and box in the topic must be ids")
             return
-        if leaf == "status":
+        if topic.leaf == "status":
             self._status(site, box, bytes(msg.payload))
             return
         try:
@@ -273,7 +191,7 @@ class Console:
 
     def _status(self, site: str, box: str, payload: bytes) -> None:
         try:
-            p = _load(payload)
+            p = load_untrusted(payload)
         except BadAlert as exc:
             self.bad(f"{site}/{box}/status", str(exc))
             return
@@ -290,11 +208,11 @@ def send_ack(cfg: MqttConfig, site: str, box: str, alert_id: str, by: str, note:
     if not ULID_RE.match(alert_id):
         raise ValueError(f"{alert_id!r} is not an alert id (a 26-character ULID)")
     confirmed = threading.Event()
-    root = f"{cfg.prefix}/{site}/{box}"
+    topics = subscription(cfg.prefix, site, box)
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            p = _load(bytes(msg.payload))
+            p = load_untrusted(bytes(msg.payload))
         except BadAlert:
             return
         if isinstance(p, dict) and p.get("alert_id") == alert_id and p.get("state") == "acknowledged":
@@ -307,9 +225,9 @@ def send_ack(cfg: MqttConfig, site: str, box: str, alert_id: str, by: str, note:
     client.connect(cfg.host, cfg.broker_port, keepalive=cfg.keepalive_s)
     client.loop_start()
     try:
-        client.subscribe(f"{root}/alerts", qos=1)
+        client.subscribe(topics.alerts, qos=1)
         subscribed.wait(5)
-        info = client.publish(f"{root}/acks", ack_payload(alert_id, by, note), qos=1)
+        info = client.publish(topics.acks, ack_payload(alert_id, by, note), qos=1)
         info.wait_for_publish(10)
         return confirmed.wait(wait_s)
     finally:

@@ -8,20 +8,40 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, get_args
+from dataclasses import dataclass
+from typing import Any
 
-from edge_agent.contract.alert import ULID_RE, AlertState, iso_ms
-from edge_agent.incidents.store import Ack, Receipt
-from sensors.events import ParseError, parse_time
+from edge_agent.contract.alert import ALERT_STATES
+from edge_agent.contract.errors import ContractError
+from edge_agent.contract.ids import ULID_RE, ParseError, iso_ms, parse_time
 
 MAX_MESSAGE_BYTES = 8 * 1024  # an ack or a receipt is a few hundred bytes; the cap comes before the JSON parser
 CLOCK_WINDOW_S = 86_400.0  # a time further than this from the box's clock is no ack time
 BY_MAX, NOTE_MAX, TS_TEXT_MAX = 64, 1000, 64
 NOTE_CONTROLS = "\n\t"  # line breaks and tabs are fine in a note (escaped wherever it is logged)
-ALERT_STATES: tuple[str, ...] = get_args(AlertState)
 
 
-class InboundError(ValueError):
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A command post's acknowledgement of an alert: who, when, and an optional note."""
+
+    alert_id: str
+    by: str
+    ts: float
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A command post has stored this state of this alert (end-to-end: more than the broker's PUBACK)."""
+
+    alert_id: str
+    state: str
+    by: str
+    ts: float
+
+
+class InboundError(ContractError):
     """A message from the command post that cannot be used; the reason names the field and its value."""
 
 
@@ -126,8 +146,10 @@ def parse_receipt(payload: bytes, now: float | None = None) -> Receipt:
 
 
 def ack_payload(alert_id: str, by: str, note: str = "", ts: float | None = None) -> bytes:
+    """The ack a command post sends (``ts`` defaults to now)."""
     return json.dumps({"alert_id": alert_id, "by": by, "ts": iso_ms(ts or time.time()), "note": note}).encode()
 
 
 def receipt_payload(alert_id: str, state: str, by: str, ts: float | None = None) -> bytes:
+    """The receipt a command post sends for an alert state it has stored (``ts`` defaults to now)."""
     return json.dumps({"alert_id": alert_id, "state": state, "by": by, "ts": iso_ms(ts or time.time())}).encode()

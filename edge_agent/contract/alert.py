@@ -1,18 +1,16 @@
-"""One event model: evidence from each sensor kind, incidents and alerts, and the one place where an alert
-becomes the contract's payload (``edge-agent/alert@1``)."""
+"""One event model: evidence from each sensor kind and alerts, and the one place where an alert becomes the
+contract's payload (``edge-agent/alert@1``) and where a received payload is checked and read back."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import re
-import threading
-import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+from edge_agent.contract.errors import ContractError
+from edge_agent.contract.ids import IDENT_RE, ULID_RE, ParseError, iso_ms, one_line, parse_time
 
 if TYPE_CHECKING:  # annotations only: the incident log and its CLI need no geometry
     from geofences.rules import ZoneEvent
@@ -24,65 +22,15 @@ Severity = Literal["info", "low", "medium", "high", "critical"]
 AlertKind = Literal["intrusion", "loitering", "line_crossing", "metal", "radio", "fused", "sensor_fault"]
 AlertState = Literal["new", "updated", "acknowledged", "escalated", "closed"]
 SensorType = Literal["thermal", "radio", "metal"]
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# \Z, not $: "$" also matches before a trailing newline, which must not pass as part of an id
-ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\Z")
-IDENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
-_ulid_lock = threading.Lock()
-_ulid_last: tuple[int, int] = (0, 0)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def new_ulid(ts: float | None = None) -> str:
-    """A ULID: 48-bit milliseconds + 80 random bits, monotonic within a millisecond."""
-    global _ulid_last
-    ms = int((time.time() if ts is None else ts) * 1000)
-    with _ulid_lock:
-        last_ms, last_rand = _ulid_last
-        rand = last_rand + 1 if ms <= last_ms else int.from_bytes(os.urandom(10), "big")
-        ms = max(ms, last_ms)
-        _ulid_last = (ms, rand)
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
-    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1))
-
-
-def iso_ms(ts: object) -> str:
-    """RFC 3339 UTC with milliseconds; total: a value that is no date (a stored row can hold anything) prints
-    as ``invalid-time(VALUE)`` instead of raising."""
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        try:
-            # floor to whole ms first, so the seconds and the milliseconds always agree (and negatives too)
-            when = _EPOCH + timedelta(milliseconds=math.floor(ts * 1000))
-        except (OverflowError, ValueError):  # beyond year 1..9999, inf, nan
-            pass
-        else:
-            return (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:"
-                    f"{when.second:02d}.{when.microsecond // 1000:03d}Z")
-    try:
-        shown = repr(ts)
-    except ValueError:  # an integer too long to print
-        shown = type(ts).__name__
-    return f"invalid-time({one_line(shown, 40)})"
-
-
-def one_line(value: object, limit: int = 200) -> str:
-    """Text that is safe to print on one terminal line: control, format and separator characters escaped
-    (no terminal escape sequences, no forged lines), at most ``limit`` characters plus a note of the rest."""
-    try:
-        text = value if isinstance(value, str) else str(value)
-    except ValueError:  # an integer too long to print
-        text = f"<{type(value).__name__}>"
-    extra = len(text) - limit
-    if extra > 0:
-        text = text[:limit]
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-    return text + (f"…(+{extra} chars)" if extra > 0 else "")
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
+ALERT_STATES: tuple[str, ...] = get_args(AlertState)
+MAX_PAYLOAD = 256 * 1024  # an alert with its evidence is a few kB; snapshots travel on their own topic
+MAX_DEPTH = 16  # the contract's alert nests 4 deep
 
 
 def raise_severity(base: Severity, steps: int) -> Severity:
-    return SEVERITIES[min(len(SEVERITIES) - 1, SEVERITIES.index(base) + max(0, steps))]  # type: ignore[return-value]
+    """``base`` raised by ``steps`` levels, at most critical."""
+    return cast(Severity, SEVERITIES[min(len(SEVERITIES) - 1, SEVERITIES.index(base) + max(0, steps))])
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +77,8 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
+    """One state of one alert, as the box publishes it."""
+
     alert_id: str
     incident_id: str
     site: str
@@ -170,6 +120,102 @@ class Alert:
         return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def alert_from_payload(p: dict[str, Any]) -> Alert:
+    """An alert back from its payload (the store's copy, for state changes: acknowledged, escalated)."""
+    evidence = tuple(
+        Evidence(e["sensor"], e["type"], parse_time(e["ts"]),
+                 tuple((k, v) for k, v in e.items() if k not in ("sensor", "type", "ts")))
+        for e in p["evidence"])
+    zone = (p["zone"]["id"], p["zone"]["name"]) if p.get("zone") else None
+    loc = (p["location"]["lat"], p["location"]["lon"]) if p.get("location") else None
+    return Alert(p["alert_id"], p["incident_id"], p["site"], p["box"], parse_time(p["ts"]), p["kind"], p["severity"],
+                 p["state"], zone, loc, evidence, p["summary"], p.get("snapshot"))
+
+
+class BadAlert(ContractError):
+    """A received message that is no alert (or status) a command post can show; the message says which field."""
+
+
+def _depth(value: Any) -> int:
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict | list) and d <= MAX_DEPTH:
+            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_untrusted(payload: bytes) -> Any:
+    """JSON from the network, bounded in size and depth (NaN and Infinity refused); raises only ``BadAlert``."""
+    if len(payload) > MAX_PAYLOAD:
+        raise BadAlert(f"{len(payload)} bytes, over the {MAX_PAYLOAD} byte limit")
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        raise BadAlert(f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise BadAlert(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:
+        raise BadAlert(f"not JSON ({one_line(exc, 80)})") from None
+    if _depth(data) > MAX_DEPTH:
+        raise BadAlert(f"JSON nested more than {MAX_DEPTH} deep")
+    return data
+
+
+def _field(p: dict[str, Any], key: str, allowed: Any) -> Any:
+    value = p.get(key)
+    if isinstance(allowed, type):
+        ok = isinstance(value, allowed)
+        expected = allowed.__name__
+    elif isinstance(allowed, tuple):
+        ok = isinstance(value, str) and value in allowed
+        expected = "one of " + "|".join(allowed)
+    else:
+        ok = isinstance(value, str) and allowed.match(value) is not None
+        expected = "an id" if allowed is IDENT_RE else "a ULID"
+    if not ok:
+        raise BadAlert(f"{key} must be {expected}, got {one_line(repr(value), 60)}")
+    return value
+
+
+def parse_alert(payload: bytes, site: str, box: str) -> tuple[dict[str, Any], float]:
+    """An alert received on ``{prefix}/{site}/{box}/alerts``, checked field by field: the payload and its
+    time. ``BadAlert`` says what is wrong."""
+    p = load_untrusted(payload)
+    if not isinstance(p, dict):
+        raise BadAlert(f"not a JSON object but {type(p).__name__}")
+    _field(p, "alert_id", ULID_RE)
+    _field(p, "state", ALERT_STATES)
+    _field(p, "severity", SEVERITIES)
+    _field(p, "kind", ALERT_KINDS)
+    _field(p, "summary", str)
+    for key, topic_value in (("site", site), ("box", box)):
+        if _field(p, key, IDENT_RE) != topic_value:
+            raise BadAlert(f"{key} {p[key]!r} is not the topic's {topic_value!r}")
+    try:
+        ts = parse_time(p.get("ts"))
+        datetime.fromtimestamp(ts)  # a time a command post can print
+    except (ParseError, ValueError, OverflowError, OSError) as exc:
+        raise BadAlert(f"ts: {one_line(exc, 80)}") from None
+    zone = p.get("zone")
+    if zone is not None and not (isinstance(zone, dict) and isinstance(zone.get("name", ""), str)):
+        raise BadAlert("zone must be null or an object with a text name")
+    evidence = p.get("evidence", [])
+    if not isinstance(evidence, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str)
+                                                 for e in evidence):
+        raise BadAlert("evidence must be a list of objects, each with a text type")
+    if p.get("snapshot") is not None and not isinstance(p["snapshot"], str):
+        raise BadAlert("snapshot must be null or a topic")
+    return p, ts
+
+
 def alert_schema() -> dict[str, Any]:
+    """The contract's alert payload as a JSON Schema (the copy shipped beside this module)."""
     text = resources.files("edge_agent.contract").joinpath("schemas/alert.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
+    schema: dict[str, Any] = json.loads(text)
+    return schema

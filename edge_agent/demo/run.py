@@ -17,10 +17,10 @@ from typing import Any
 
 from edge_agent.commandpost.console import Console
 from edge_agent.config.agent import AgentConfig, MqttConfig
+from edge_agent.contract.ids import parse_time
 from edge_agent.demo.brokers import LocalBroker, free_port
 from edge_agent.demo.script import Line, script_for
 from edge_agent.runtime.agent import Agent, install_signals
-from sensors.events import parse_time
 from sensors.lines import parse_url
 
 

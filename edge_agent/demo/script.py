@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from edge_agent.config.agent import AgentConfig
-from edge_agent.contract.alert import iso_ms
+from edge_agent.contract.ids import iso_ms
 from sensors.events import nmea_checksum
 
 

@@ -8,18 +8,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
+from edge_agent.contract.topics import OUTBOX_ALERTS, outbox_snapshot
 from edge_agent.incidents.connection import LogConnection
 from edge_agent.incidents.ledger import Ledger
 from edge_agent.incidents.outbox import Outbox
 from edge_agent.incidents.record import alert_incident_row, insert_evidence
 from edge_agent.incidents.schema import SEV_RANK
 from edge_agent.incidents.snapshots import SnapshotFolder
-
-if TYPE_CHECKING:  # defined beside IncidentStore until the contract module takes it
-    from edge_agent.incidents.store import Ack
 
 ACK_BY_MAX, ACK_NOTE_MAX = 64, 1000
 AckOutcome = Literal["acknowledged", "already_acknowledged", "unknown_alert"]
@@ -79,9 +78,9 @@ class AlertLog:
             "acked": known[1] if known else 0, "escalated": known[2] if known else 0,
             "payload": payload.decode("utf-8"),
         }, pk="alert_id")
-        seq = self.outbox.add(alert.alert_id, "alerts", alert.state, rank, payload, now)
+        seq = self.outbox.add(alert.alert_id, OUTBOX_ALERTS, alert.state, rank, payload, now)
         if snap_rel is not None:
-            self.outbox.add(alert.alert_id, f"snapshots/{alert.alert_id}", alert.state, rank, snapshot or b"", now)
+            self.outbox.add(alert.alert_id, outbox_snapshot(alert.alert_id), alert.state, rank, snapshot or b"", now)
         self._sync_incident(alert, snap_rel)
         return seq
 

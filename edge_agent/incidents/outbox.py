@@ -8,12 +8,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from edge_agent.contract.acks import Receipt
 from edge_agent.incidents.connection import LogConnection
-
-if TYPE_CHECKING:  # defined beside IncidentStore until the contract module takes it
-    from edge_agent.incidents.store import Receipt
 
 ReceiptOutcome = Literal["recorded", "repeated", "unknown"]  # unknown: no published row of that alert and state
 RECEIPT_RETRY_MAX_S = 3600.0  # a row still without a receipt is published again at least this often

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_agent.contract.alert import iso_ms, one_line
+from edge_agent.contract.ids import iso_ms, one_line
 from edge_agent.incidents.errors import ReviewError, SnapshotPathError
 from edge_agent.incidents.review import Filters, all_incidents, day_of, latlon, stats, stats_text
 from edge_agent.incidents.store import IncidentStore

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.contract.alert import SEVERITIES, iso_ms, one_line
+from edge_agent.contract.alert import SEVERITIES
+from edge_agent.contract.ids import iso_ms, one_line
 from edge_agent.incidents.errors import NoDatabase, ReviewError, SnapshotPathError
 from edge_agent.incidents.schema import SEV_RANK
 from edge_agent.incidents.store import IncidentStore

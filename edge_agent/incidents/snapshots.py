@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from edge_agent.contract.alert import ULID_RE
+from edge_agent.contract.ids import ULID_RE
 from edge_agent.incidents.errors import SnapshotPathError, SnapshotRefused
 
 SNAPSHOT_RE = re.compile(r"^snapshots/\d{4}-\d{2}-\d{2}/" + ULID_RE.pattern.removeprefix("^").removesuffix(r"\Z")

@@ -8,11 +8,11 @@ itself and hands the rest to its parts, each in its own module: ``alerts`` (aler
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.contract.alert import Alert, Evidence
+from edge_agent.contract.acks import Ack, Receipt
+from edge_agent.contract.alert import Alert, Evidence, alert_from_payload
 from edge_agent.incidents.alerts import AckResult, AlertLog
 from edge_agent.incidents.connection import LogConnection
 from edge_agent.incidents.ledger import Ledger, Problem
@@ -21,37 +21,6 @@ from edge_agent.incidents.record import Incident, incident_row, insert_evidence
 from edge_agent.incidents.retention import Removal, Retention, disk_free
 from edge_agent.incidents.sensorlog import Rejected, SensorLog
 from edge_agent.incidents.snapshots import SnapshotFolder
-from sensors.events import parse_time
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A command post has stored this state of this alert (end-to-end: more than the broker's PUBACK)."""
-
-    alert_id: str
-    state: str
-    by: str
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    alert_id: str
-    by: str
-    ts: float
-    note: str = ""
-
-
-def alert_from_payload(p: dict[str, Any]) -> Alert:
-    """An alert back from its stored payload (for state changes: acknowledged, escalated)."""
-    evidence = tuple(
-        Evidence(e["sensor"], e["type"], parse_time(e["ts"]),
-                 tuple((k, v) for k, v in e.items() if k not in ("sensor", "type", "ts")))
-        for e in p["evidence"])
-    zone = (p["zone"]["id"], p["zone"]["name"]) if p.get("zone") else None
-    loc = (p["location"]["lat"], p["location"]["lon"]) if p.get("location") else None
-    return Alert(p["alert_id"], p["incident_id"], p["site"], p["box"], parse_time(p["ts"]), p["kind"], p["severity"],
-                 p["state"], zone, loc, evidence, p["summary"], p.get("snapshot"))
 
 
 class IncidentStore:

@@ -31,6 +31,7 @@ from typing import Any
 
 from edge_agent.config.agent import AgentConfig, ConfigError, load_config
 from edge_agent.contract.alert import Alert
+from edge_agent.contract.topics import topic_root
 from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.runtime.core import Core, RunSummary
@@ -41,7 +42,7 @@ from edge_agent.runtime.fusion import FusionEngine
 from edge_agent.runtime.health import health_payload
 from edge_agent.runtime.logwriter import IncidentLogWriter
 from edge_agent.runtime.messages import AckReceived, CoreQueue, FrameBudget, RulesReloaded, SensorEvent
-from edge_agent.runtime.publisher import Publisher, topic_root
+from edge_agent.runtime.publisher import Publisher
 from edge_agent.runtime.sdnotify import Notifier
 from edge_agent.runtime.stages import Stage, Stages
 from sensors.feeds import SensorFeed

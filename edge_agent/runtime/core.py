@@ -13,8 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_agent.config.agent import AgentConfig
-from edge_agent.contract.alert import Alert, one_line
-from edge_agent.incidents.store import Ack, Rejected
+from edge_agent.contract.acks import Ack
+from edge_agent.contract.alert import Alert
+from edge_agent.contract.ids import one_line
+from edge_agent.contract.topics import BoxTopics
+from edge_agent.incidents.store import Rejected
 from edge_agent.runtime.fusion import EvidenceAdded, FusionEngine, FusionResult
 from edge_agent.runtime.logwriter import IncidentLogWriter
 from edge_agent.runtime.messages import (
@@ -222,7 +225,7 @@ class Core:
                 jpeg = self.frames.snapshot(alert, self.config.incident_log.snapshot_max_kb * 1024)
             if jpeg is not None:
                 self._snapshotted.add(alert.alert_id)
-                alert = replace(alert, snapshot=f"{self.root}/snapshots/{alert.alert_id}")
+                alert = replace(alert, snapshot=BoxTopics(self.root).snapshot(alert.alert_id))
 
         def commit(alert: Alert = alert, jpeg: bytes | None = jpeg) -> None:
             self.store.queue_alert(alert, jpeg)

@@ -22,7 +22,7 @@ from detectors.tracking import Tracker, TrackEvent
 from detectors.types import Detections
 from detectors.yolo import YoloConfig
 from edge_agent.config.agent import AgentConfig, CameraConfig
-from edge_agent.contract.alert import iso_ms
+from edge_agent.contract.ids import iso_ms
 from edge_agent.incidents.store import Rejected
 from edge_agent.ops import modelfiles as models
 from edge_agent.runtime.messages import CoreQueue, FrameBudget, FrameTracks, InputRejected

@@ -20,7 +20,8 @@ import shapely
 from shapely.geometry import LineString, Point
 from shapely.geometry.base import BaseGeometry
 
-from edge_agent.contract.alert import Alert, AlertKind, AlertState, Evidence, Severity, new_ulid
+from edge_agent.contract.alert import Alert, AlertKind, AlertState, Evidence, Severity
+from edge_agent.contract.ids import new_ulid
 from edge_agent.incidents.record import Incident
 from geofences.geo import LocalPlane
 from geofences.rules import ZoneEvent

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.contract.alert import iso_ms
+from edge_agent.contract.ids import iso_ms
 from edge_agent.runtime.core import Core
 from edge_agent.runtime.stages import Stages
 

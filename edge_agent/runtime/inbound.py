@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.contract.acks import InboundError, parse_ack, parse_receipt, receipt_payload
-from edge_agent.incidents.store import Ack, IncidentStore, Receipt, Rejected
+from edge_agent.contract.acks import Ack, InboundError, Receipt, parse_ack, parse_receipt, receipt_payload
+from edge_agent.contract.topics import BoxTopics
+from edge_agent.incidents.store import IncidentStore, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Inbound:
     def __init__(self, root: str, store: IncidentStore, counters: InboundCounters,
                  on_ack: Callable[[Ack], None] | None, wake: Callable[[], None]) -> None:
         self.root = root
+        self.topics = BoxTopics(root)
         self.store = store
         self.counters = counters
         self.on_ack = on_ack
@@ -45,7 +47,7 @@ class Inbound:
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         """On the network thread: only read and hand over."""
         topic, payload = msg.topic, bytes(msg.payload)
-        source = "mqtt-receipts" if topic == f"{self.root}/receipts" else "mqtt-acks"
+        source = "mqtt-receipts" if topic == self.topics.receipts else "mqtt-acks"
         try:
             if source == "mqtt-receipts":
                 self._to_sender(parse_receipt(payload))
@@ -91,7 +93,7 @@ class Inbound:
             outcome = self.store.record_receipt(item)
             if outcome == "unknown":
                 self.counters.receipts_rejected += 1
-                rejected.append(Rejected("mqtt-receipts", time.time(), f"{self.root}/receipts: no published alert "
+                rejected.append(Rejected("mqtt-receipts", time.time(), f"{self.topics.receipts}: no published alert "
                                          f"{item.alert_id} in state {item.state}",
                                          receipt_payload(item.alert_id, item.state, item.by, item.ts)))
                 log.warning("receipt for an alert state this box never published: %s %s", item.alert_id, item.state)

@@ -30,9 +30,10 @@ import paho.mqtt.client as mqtt
 
 from edge_agent import __version__
 from edge_agent.config.agent import MqttConfig
-from edge_agent.contract.acks import AckError, ReceiptError, ack_payload, parse_ack, parse_receipt
-from edge_agent.contract.alert import IDENT_RE, ULID_RE, iso_ms
-from edge_agent.incidents.store import Ack, IncidentStore
+from edge_agent.contract.acks import Ack
+from edge_agent.contract.ids import iso_ms
+from edge_agent.contract.topics import BoxTopics, topic_root
+from edge_agent.incidents.store import IncidentStore
 from edge_agent.runtime.inbound import Inbound, InboundCounters
 from edge_agent.runtime.mqttclient import (
     connect_persistent,
@@ -42,21 +43,13 @@ from edge_agent.runtime.mqttclient import (
     network_thread,
 )
 
-__all__ = ["IDENT_RE", "ULID_RE", "AckError", "DeliveryCounters", "Publisher", "ReceiptError", "ack_payload",
-           "parse_ack", "parse_receipt", "topic_root"]
+__all__ = ["DeliveryCounters", "Publisher"]
 
 log = logging.getLogger(__name__)
 
 REFUSED_RETRY_S = 30.0
 REBUILD_RETRY_S = 5.0
 SILENCE_GRACE_S = 2.0  # a live connection hears the broker at least every keepalive (ping); twice that, plus this
-
-
-def topic_root(prefix: str, site: str, box: str) -> str:
-    for what, value in (("prefix", prefix), ("site", site), ("box", box)):
-        if not IDENT_RE.match(value):  # '+', '#' or '/' in an id would change what a topic means
-            raise ValueError(f"{what} {value!r} cannot be a topic level: use letters, digits, '_' and '-'")
-    return f"{prefix}/{site}/{box}"
 
 
 def status_payload(state: str) -> bytes:
@@ -99,6 +92,7 @@ class Publisher:
         self.cfg = cfg
         self.store = store
         self.root = topic_root(cfg.prefix, site, box)
+        self.topics = BoxTopics(self.root)
         self.counters = DeliveryCounters()
         self.client_id = cfg.client_id or f"edge-agent-{site}-{box}"
         self.connected = threading.Event()
@@ -117,7 +111,7 @@ class Publisher:
 
     def _new_client(self) -> mqtt.Client:
         client = make_client(self.cfg, self.client_id, persistent=True)
-        client.will_set(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
+        client.will_set(self.topics.status, status_payload("offline"), qos=1, retain=True)
         client.max_inflight_messages_set(self.cfg.max_inflight)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -147,7 +141,7 @@ class Publisher:
             self._thread.join(max(0.1, deadline - time.monotonic()))
         self.inbound.take()
         if self.connected.is_set():
-            info = self.client.publish(f"{self.root}/status", status_payload("offline"), qos=1, retain=True)
+            info = self.client.publish(self.topics.status, status_payload("offline"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
         self.connected.clear()  # a disconnect we asked for is no news
@@ -162,7 +156,7 @@ class Publisher:
 
     def publish_health(self, health: dict[str, Any]) -> None:
         if self.connected.is_set():
-            self.client.publish(f"{self.root}/health", json.dumps(health, separators=(",", ":")), qos=0)
+            self.client.publish(self.topics.health, json.dumps(health, separators=(",", ":")), qos=0)
 
     # -- paho callbacks (network thread) ---------------------------------------------------------------
 
@@ -173,8 +167,8 @@ class Publisher:
             log.error("mqtt %s:%s: %s", self.cfg.host, self.cfg.broker_port, self.counters.last_error)
             return
         self.counters.connects += 1
-        client.publish(f"{self.root}/status", status_payload("online"), qos=1, retain=True)
-        topics = [(f"{self.root}/acks", 1)] + ([(f"{self.root}/receipts", 1)] if self.cfg.require_receipt else [])
+        client.publish(self.topics.status, status_payload("online"), qos=1, retain=True)
+        topics = [(self.topics.acks, 1)] + ([(self.topics.receipts, 1)] if self.cfg.require_receipt else [])
         client.subscribe(topics)
         log.info("mqtt connected to %s:%s as %s", self.cfg.host, self.cfg.broker_port, self.root)
         self.connected.set()
@@ -226,7 +220,7 @@ class Publisher:
             items = self.store.pending(limit=room, exclude=[*self._inflight.values(), *self._held])
             sent = []
             for item in items:
-                info = self.client.publish(f"{self.root}/{item.topic}", item.payload, qos=item.qos)
+                info = self.client.publish(self.topics.under(item.topic), item.payload, qos=item.qos)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     break  # the connection went; the rest waits for the next one
                 self._inflight[info.mid] = item.seq

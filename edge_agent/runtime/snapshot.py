@@ -10,7 +10,8 @@ import numpy as np
 
 from detectors.annotate import annotate
 from detectors.types import Detections
-from edge_agent.contract.alert import Alert, iso_ms
+from edge_agent.contract.alert import Alert
+from edge_agent.contract.ids import iso_ms
 from sensors.frames import ThermalFrame
 
 QUALITIES = (85, 70, 55, 40, 25)  # tried in turn until the JPEG fits; from 40 down the image shrinks too

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from edge_agent.contract.alert import iso_ms, new_ulid
+from edge_agent.contract.ids import iso_ms, new_ulid
 from edge_agent.demo.script import pmdet
 from sensors.lines import DEFAULT_MAX_LINE
 

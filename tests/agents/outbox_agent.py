@@ -12,7 +12,8 @@ import threading
 import time
 
 from edge_agent.config.agent import MqttConfig
-from edge_agent.contract.alert import Alert, Evidence, new_ulid
+from edge_agent.contract.alert import Alert, Evidence
+from edge_agent.contract.ids import new_ulid
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.runtime.publisher import Publisher
 
