@@ -27,7 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.config.agent import MqttConfig, parse_config  # noqa: E402
+from edge_agent.config.agent import parse_config  # noqa: E402
+from edge_agent.config.mqtt import MqttConfig  # noqa: E402
 from edge_agent.contract.alert import Alert, Evidence  # noqa: E402
 from edge_agent.contract.ids import new_ulid  # noqa: E402
 from edge_agent.demo.brokers import LocalBroker, free_port  # noqa: E402

@@ -17,7 +17,8 @@ from edge_agent import __version__
 from edge_agent.paths import ConfigError, default_state_dir
 
 if TYPE_CHECKING:
-    from edge_agent.config.agent import AgentConfig, CameraConfig
+    from edge_agent.config.agent import AgentConfig
+    from edge_agent.config.cameras import CameraConfig
 
 # The configuration models (pydantic, OpenCV, shapely) load only for verbs that read a config: the incident
 # verbs with --db start in a fraction of the time.
@@ -154,7 +155,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _camera_for(config: AgentConfig, source: str) -> CameraConfig:
-    from edge_agent.config.agent import CameraConfig
+    from edge_agent.config.cameras import CameraConfig
 
     for cam in config.cameras:
         if source in (cam.id, cam.source):
@@ -201,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"{path}: no demo config; give one with -c (configs/demo.yaml in the source tree)")
     config = load_config(path)
     if args.broker:
-        from edge_agent.config.agent import MqttConfig
+        from edge_agent.config.mqtt import MqttConfig
 
         host, _, port = args.broker.partition(":")
         config = config.model_copy(update={"mqtt": MqttConfig(host=host, port=int(port) if port else None)})
@@ -288,7 +289,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def _mqtt_from(args: argparse.Namespace) -> object:
-    from edge_agent.config.agent import MqttConfig, TlsConfig
+    from edge_agent.config.mqtt import MqttConfig, TlsConfig
 
     if args.config:
         mq = load_config(args.config).mqtt

@@ -11,8 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
-from edge_agent.config.agent import AgentConfig, ConfigError, json_schema, load_config, parse_config
+from edge_agent.config.agent import AgentConfig, json_schema, load_config, parse_config
 from edge_agent.config.reader import MAX_BYTES
+from edge_agent.paths import ConfigError
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))
@@ -491,3 +492,61 @@ def test_check_config_cli_refuses_hostile_and_mistaken_configs(tmp_path: Path, c
     res = run_cli("check-config", str(f), timeout=60)
     assert res.returncode == 2, res.stdout + res.stderr
     assert expected in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def _config_models() -> list[type]:
+    from pydantic import BaseModel
+
+    from edge_agent.config import agent, cameras, detection, incidents, mqtt, rules, sensors
+
+    return [value for module in (agent, cameras, detection, incidents, mqtt, rules, sensors)
+            for value in vars(module).values()
+            if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__]
+
+
+def test_every_field_is_described() -> None:
+    models = _config_models()
+    assert len(models) >= 15
+    undescribed = [f"{m.__name__}.{name}" for m in models for name, f in m.model_fields.items() if not f.description]
+    assert undescribed == []
+
+
+def test_library_defaults_come_from_the_library() -> None:
+    """A config model that mirrors a library's settings has the library's defaults, so the two cannot drift."""
+    import dataclasses
+
+    from detectors.gating import MotionHeatGate
+    from detectors.tracking import Tracker
+    from edge_agent.config.cameras import CameraConfig
+    from edge_agent.config.detection import GatingConfig, TrackerConfig
+    from edge_agent.config.fields import library_default
+    from edge_agent.config.rules import FilterConfig, LineConfig, ScheduleConfig, WindowConfig, ZoneConfig
+    from edge_agent.config.sensors import FixedSensorConfig
+    from geofences.rules import Filters, LineRule, Window, ZoneRule
+    from sensors.feeds import SensorFeed
+    from sensors.thermal import CameraSpec
+
+    mirrors: list[tuple[type, object, list[str]]] = [
+        (TrackerConfig, Tracker, list(TrackerConfig.model_fields)),
+        (GatingConfig, MotionHeatGate, [n for n in GatingConfig.model_fields if n != "enabled"]),
+        (CameraConfig, CameraSpec, [f.name for f in dataclasses.fields(CameraSpec)
+                                    if f.name in CameraConfig.model_fields and f.name not in ("source",)]),
+        (FixedSensorConfig, SensorFeed, ["hb_timeout_s", "max_skew_s"]),
+        (FilterConfig, Filters, ["min_height_px", "min_height_m", "min_frames"]),
+        (ZoneConfig, ZoneRule, ["entry", "exit", "loiter_s", "max_count"]),
+        (LineConfig, LineRule, ["direction"]),
+    ]
+    for model, library, names in mirrors:
+        assert names
+        for name in names:
+            assert model.model_fields[name].default == library_default(library, name), f"{model.__name__}.{name}"
+    assert FilterConfig().labels == sorted(Filters().labels)
+    assert ScheduleConfig.model_fields["timezone"].default == library_default(Window, "tz")
+    assert set(WindowConfig(start="00:00", end="01:00").days) == library_default(Window, "days")
+    # the box's own policy, stricter than the library's neutral defaults (kept on purpose)
+    box_policy = {(FilterConfig, "min_confidence"): (0.3, Filters().min_confidence),
+                  (FilterConfig, "min_age_s"): (0.5, Filters().min_age_s),
+                  (ZoneConfig, "cooldown_s"): (60.0, library_default(ZoneRule, "cooldown_s")),
+                  (LineConfig, "cooldown_s"): (60.0, library_default(LineRule, "cooldown_s"))}
+    for (model, name), (ours, library_value) in box_policy.items():
+        assert model.model_fields[name].default == ours != library_value

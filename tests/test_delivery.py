@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config.agent import MqttConfig, TlsConfig
+from edge_agent.config.mqtt import MqttConfig, TlsConfig
 from edge_agent.contract.acks import AckError, Receipt, ack_payload, parse_ack, receipt_payload
 from edge_agent.contract.alert import Alert, Evidence, alert_schema
 from edge_agent.contract.ids import new_ulid

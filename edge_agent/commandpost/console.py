@@ -22,11 +22,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.config.agent import MqttConfig, default_state_dir
+from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.acks import ack_payload
 from edge_agent.contract.alert import BadAlert, load_untrusted, parse_alert
 from edge_agent.contract.ids import IDENT_RE, ULID_RE, one_line
 from edge_agent.contract.topics import parse_topic, subscription
+from edge_agent.paths import default_state_dir
 from edge_agent.runtime.mqttclient import make_client
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,12 @@
 """Value types the configuration models share: ids, numbers that refuse booleans, flags that refuse strings,
-[lat, lon] pairs on the earth, and the base of every model (unknown keys refused, values frozen)."""
+[lat, lon] pairs on the earth, the base of every model (unknown keys refused, values frozen), and the defaults
+of the libraries a model configures (taken from the library, so the two cannot drift apart)."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -66,3 +70,19 @@ class Strict(BaseModel):
     """The base of every config model: an unknown (misspelt) key is an error, and a loaded config is frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def library_default(owner: Callable[..., object], name: str) -> Any:
+    """The default a library gives ``name``: the field of a dataclass, else the parameter of a constructor or
+    function. A config model that mirrors a library takes its defaults from here."""
+    if dataclasses.is_dataclass(owner):
+        for f in dataclasses.fields(owner):
+            if f.name == name and f.default is not dataclasses.MISSING:
+                return f.default
+            if f.name == name and f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    else:
+        parameter = inspect.signature(owner).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise TypeError(f"{getattr(owner, '__qualname__', owner)} gives {name!r} no default")

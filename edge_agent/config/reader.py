@@ -20,6 +20,8 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
+from edge_agent.paths import ConfigError
+
 MAX_BYTES = 4 * 1024 * 1024
 MAX_ALIASES = 100
 MAX_NODES = 100_000  # values after aliases are expanded; the biggest example config has under 500
@@ -38,12 +40,15 @@ class YamlProblem:
     reason: str
 
 
-class YamlRefused(Exception):
+class YamlRefused(ConfigError):
     """The text is not YAML, or is beyond what a config may be; ``problem`` says where and why."""
 
     def __init__(self, problem: YamlProblem) -> None:
-        super().__init__(problem.reason)
+        super().__init__("<yaml>", [problem.reason])
         self.problem = problem
+
+    def __str__(self) -> str:
+        return self.problem.reason
 
 
 @dataclass(frozen=True, slots=True)

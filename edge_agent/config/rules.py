@@ -1,13 +1,27 @@
 """Rules of a site: zones and lines (pixel or geographic) with their filters and schedules, and the fusion
-rules that say which sensors corroborate each other at a place."""
+rules that say which sensors corroborate each other at a place. Where the box's policy is the geofences
+library's own default, the default is taken from the library (``Filters``, ``ZoneRule``, ``LineRule``,
+``Window``); stricter box defaults (confidence, track age, margin, cooldown) are set here."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from edge_agent.config.fields import ID_RULE, MAX_RULES, Flag, Ident, Point, Real, Strict, Whole, geo_points
+from edge_agent.config.fields import (
+    ID_RULE,
+    MAX_RULES,
+    Flag,
+    Ident,
+    Point,
+    Real,
+    Strict,
+    Whole,
+    geo_points,
+    library_default,
+)
+from geofences.rules import DAYS, Filters, LineRule, Window, ZoneRule
 from geofences.zones import GeometryError, make_line, make_polygon
 
 Label = Literal["person", "vehicle", "animal"]
@@ -16,14 +30,19 @@ HHMM = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]
 
 
 class WindowConfig(Strict):
+    """Hours on some days when a rule is active."""
+
     start: HHMM = Field(description="Local time HH:MM the rule becomes active.")
     end: HHMM = Field(description="Local time HH:MM it stops; before start means over midnight.")
-    days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    days: list[Day] = Field(default_factory=lambda: cast("list[Day]", list(DAYS)),
                             description="Days the window starts on (mon ... sun); default every day.")
 
 
 class ScheduleConfig(Strict):
-    timezone: str = Field("UTC", description="IANA timezone of the windows, e.g. Europe/Vienna.")
+    """When a rule is active: windows in a timezone."""
+
+    timezone: str = Field(library_default(Window, "tz"),
+                          description="IANA timezone of the windows, e.g. Europe/Vienna.")
     windows: list[WindowConfig] = Field(min_length=1, max_length=100, description="When the rule is active.")
 
     @model_validator(mode="after")
@@ -38,15 +57,21 @@ class ScheduleConfig(Strict):
 
 
 class FilterConfig(Strict):
-    labels: list[Label] = Field(default_factory=lambda: ["person"], description="Which objects the rule is about.")
+    """Which tracks a rule counts, and the hysteresis at its edge."""
+
+    labels: list[Label] = Field(default_factory=lambda: sorted(library_default(Filters, "labels")),
+                                description="Which objects the rule is about.")
     min_confidence: Real = Field(0.3, ge=0, le=1, description="Weaker detections count as nowhere.")
-    min_height_px: Real = Field(0, ge=0, description="Smaller boxes count as nowhere.")
+    min_height_px: Real = Field(library_default(Filters, "min_height_px"), ge=0,
+                                description="Smaller boxes count as nowhere.")
     min_height_m: Real = Field(
-        0, ge=0, description="Objects less tall than this (metres, estimated through the camera's geo-calibration) "
+        library_default(Filters, "min_height_m"), ge=0,
+        description="Objects less tall than this (metres, estimated through the camera's geo-calibration) "
         "count as nowhere; e.g. 1.0 keeps dogs a person-only model mistakes for people out of a zone.",
     )
     min_age_s: Real = Field(0.5, ge=0, description="Tracks younger than this fire nothing.")
-    min_frames: Whole = Field(3, ge=1, description="Frames in a row on the new side before it counts (inertia).")
+    min_frames: Whole = Field(library_default(Filters, "min_frames"), ge=1,
+                              description="Frames in a row on the new side before it counts (inertia).")
     margin: Real | None = Field(
         None, ge=0, description="Hysteresis band around the edge: pixels for pixel zones (default 6), metres for "
         "geographic ones (default 0.3).",
@@ -62,10 +87,12 @@ class ZoneConfig(Strict):
     camera: Ident | None = Field(None, description="The camera of a pixel zone (geo zones: every calibrated one).")
     polygon: list[Point] = Field(description="[x, y] pixels (space: pixel) or [lat, lon] points (space: geo); "
                                  "three or more, not crossing themselves.")
-    entry: Flag = Field(True, description="An event when a track enters (intrusion).")
-    exit: Flag = Field(False, description="An event when a track leaves.")
-    loiter_s: Real | None = Field(None, gt=0, description="An event when a track stays this long.")
-    max_count: Whole | None = Field(None, ge=0, description="An event when more tracks than this are inside.")
+    entry: Flag = Field(library_default(ZoneRule, "entry"), description="An event when a track enters (intrusion).")
+    exit: Flag = Field(library_default(ZoneRule, "exit"), description="An event when a track leaves.")
+    loiter_s: Real | None = Field(library_default(ZoneRule, "loiter_s"), gt=0,
+                                  description="An event when a track stays this long.")
+    max_count: Whole | None = Field(library_default(ZoneRule, "max_count"), ge=0,
+                                    description="An event when more tracks than this are inside.")
     filters: FilterConfig = Field(default_factory=FilterConfig,  # type: ignore[arg-type]
                                   description="Which tracks count, and the hysteresis at the edge.")
     schedule: ScheduleConfig | None = Field(None, description="Active hours; none: always.")
@@ -97,7 +124,8 @@ class LineConfig(Strict):
     points: list[Point] = Field(description="[x, y] pixels (space: pixel) or [lat, lon] points (space: geo); "
                                 "two or more, not crossing themselves.")
     direction: Literal["left_to_right", "right_to_left", "both"] = Field(
-        "both", description="Which crossings count, as seen on the screen (or map, north up) looking from the "
+        library_default(LineRule, "direction"),
+        description="Which crossings count, as seen on the screen (or map, north up) looking from the "
         "first point towards the last.",
     )
     filters: FilterConfig = Field(default_factory=FilterConfig,  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """Fixed sensors (metal detectors, radio receivers) and their feeds: each sensor is heard on its own feed or
-on another's (via), and no two feeds (or a feed and a camera stream) share a port or a serial device."""
+on another's (via), and no two feeds (or a feed and a camera stream) share a port or a serial device. Feed
+timeouts default to the sensors library's (``SensorFeed``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, model_validator
 
-from edge_agent.config.fields import ID_RULE, Ident, LatLon, Real, Strict
+from edge_agent.config.fields import ID_RULE, Ident, LatLon, Real, Strict, library_default
 from edge_agent.config.reader import KeyPath
+from sensors.feeds import SensorFeed
 
 
 class FixedSensorConfig(Strict):
@@ -25,8 +27,10 @@ class FixedSensorConfig(Strict):
     via: Ident | None = Field(None, description="Events of this sensor arrive on the feed of sensor VIA (a sensor "
                               "of the same kind with a url); a feed accepts only its own id and those that name it "
                               "here. Give url or via.")
-    hb_timeout_s: Real = Field(30.0, gt=0, description="Metal detectors: silent this long means faulty.")
-    max_skew_s: Real = Field(30.0, gt=0, description="A sensor clock further off than this is flagged.")
+    hb_timeout_s: Real = Field(library_default(SensorFeed, "hb_timeout_s"), gt=0,
+                               description="Metal detectors: silent this long means faulty.")
+    max_skew_s: Real = Field(library_default(SensorFeed, "max_skew_s"), gt=0,
+                             description="A sensor clock further off than this is flagged.")
 
     @model_validator(mode="after")
     def _url(self) -> FixedSensorConfig:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.commandpost.console import Console
-from edge_agent.config.agent import AgentConfig, MqttConfig
+from edge_agent.config.agent import AgentConfig
+from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.ids import parse_time
 from edge_agent.demo.brokers import LocalBroker, free_port
 from edge_agent.demo.script import Line, script_for

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config.agent import AgentConfig, CameraConfig, FixedSensorConfig, MqttConfig
+from edge_agent.config.agent import AgentConfig
+from edge_agent.config.cameras import CameraConfig
+from edge_agent.config.mqtt import MqttConfig
+from edge_agent.config.sensors import FixedSensorConfig
 from edge_agent.runtime.diskguard import DiskGuard, is_disk_full
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"

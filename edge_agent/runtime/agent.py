@@ -29,11 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config.agent import AgentConfig, ConfigError, load_config
+from edge_agent.config.agent import AgentConfig, load_config
 from edge_agent.contract.alert import Alert
 from edge_agent.contract.topics import topic_root
 from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.store import IncidentStore
+from edge_agent.paths import ConfigError
 from edge_agent.runtime.core import Core, RunSummary
 from edge_agent.runtime.detection import DetectionStage, build_detector, build_pipeline, is_live
 from edge_agent.runtime.diskguard import DiskGuard

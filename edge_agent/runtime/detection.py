@@ -21,7 +21,8 @@ from detectors.pipeline import FrameResult, TrackingPipeline
 from detectors.tracking import Tracker, TrackEvent
 from detectors.types import Detections
 from detectors.yolo import YoloConfig
-from edge_agent.config.agent import AgentConfig, CameraConfig
+from edge_agent.config.agent import AgentConfig
+from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract.ids import iso_ms
 from edge_agent.incidents.store import Rejected
 from edge_agent.ops import modelfiles as models

@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config.agent import MqttConfig
+from edge_agent.config.mqtt import MqttConfig
 from edge_agent.runtime.errors import MqttClientError
 
 paho_log = logging.getLogger("edge_agent.paho")  # exceptions paho caught in a callback of a client make_client built

@@ -29,7 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent import __version__
-from edge_agent.config.agent import MqttConfig
+from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.ids import iso_ms
 from edge_agent.contract.topics import BoxTopics, topic_root

@@ -14,7 +14,8 @@ import shapely
 from shapely.geometry import LineString, Polygon
 
 from detectors.types import Detections
-from edge_agent.config.agent import AgentConfig, FilterConfig, FusionConfig, ScheduleConfig
+from edge_agent.config.agent import AgentConfig
+from edge_agent.config.rules import FilterConfig, FusionConfig, ScheduleConfig
 from edge_agent.contract.ids import new_ulid
 from edge_agent.runtime.errors import UnknownSensor
 from edge_agent.runtime.fusion import FusionEngine, FusionRule, NewId

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from edge_agent.config.agent import MqttConfig
+from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.contract.ids import new_ulid
 from edge_agent.incidents.store import IncidentStore
