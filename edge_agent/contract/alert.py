@@ -136,17 +136,19 @@ class BadAlert(ContractError):
     """A received message that is no alert (or status) a command post can show; the message says which field."""
 
 
-def _depth(value: Any) -> int:
+def json_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deep decoded JSON nests (counted without recursion; a branch is followed no deeper than ``limit + 1``)."""
     deepest, todo = 0, [(value, 1)]
     while todo:
         v, d = todo.pop()
         deepest = max(deepest, d)
-        if isinstance(v, dict | list) and d <= MAX_DEPTH:
+        if isinstance(v, dict | list) and d <= limit:
             todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
     return deepest
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant``: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -155,14 +157,14 @@ def load_untrusted(payload: bytes) -> Any:
     if len(payload) > MAX_PAYLOAD:
         raise BadAlert(f"{len(payload)} bytes, over the {MAX_PAYLOAD} byte limit")
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+        data = json.loads(payload.decode("utf-8"), parse_constant=refuse_constant)
     except UnicodeDecodeError as exc:
         raise BadAlert(f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise BadAlert(f"not JSON ({exc.msg} at character {exc.pos})") from None
     except (ValueError, RecursionError) as exc:
         raise BadAlert(f"not JSON ({one_line(exc, 80)})") from None
-    if _depth(data) > MAX_DEPTH:
+    if json_depth(data) > MAX_DEPTH:
         raise BadAlert(f"JSON nested more than {MAX_DEPTH} deep")
     return data
 
