@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from edge_agent.incidents.store import IncidentStore, Rejected
+from edge_agent.incidents.sensorlog import Rejected
+from edge_agent.incidents.store import IncidentStore
 from sensors.events import nmea_checksum
 from sensors.feeds import SensorFeed
 

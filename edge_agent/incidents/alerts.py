@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from edge_agent.contract.acks import Ack
-from edge_agent.contract.alert import Alert
+from edge_agent.contract.acks import BY_MAX, NOTE_MAX, Ack
+from edge_agent.contract.alert import Alert, alert_from_payload
 from edge_agent.contract.topics import OUTBOX_ALERTS, outbox_snapshot
 from edge_agent.incidents.connection import LogConnection
 from edge_agent.incidents.ledger import Ledger
@@ -20,7 +19,6 @@ from edge_agent.incidents.record import alert_incident_row, insert_evidence
 from edge_agent.incidents.schema import SEV_RANK
 from edge_agent.incidents.snapshots import SnapshotFolder
 
-ACK_BY_MAX, ACK_NOTE_MAX = 64, 1000
 AckOutcome = Literal["acknowledged", "already_acknowledged", "unknown_alert"]
 
 
@@ -38,22 +36,20 @@ def bounded_ack(ack: Ack, received: float) -> Ack:
     """An ack as the store keeps it, whatever a caller passed: ``by`` printable and at most 64 characters,
     ``note`` at most 1000 characters (line breaks kept, other control characters dropped), ``ts`` finite (else
     the time the ack was received)."""
-    by = "".join(ch for ch in str(ack.by) if ch.isprintable()).strip()[:ACK_BY_MAX] or "unknown"
-    note = "".join(ch for ch in str(ack.note or "")[:ACK_NOTE_MAX] if ch.isprintable() or ch in "\n\t")
+    by = "".join(ch for ch in str(ack.by) if ch.isprintable()).strip()[:BY_MAX] or "unknown"
+    note = "".join(ch for ch in str(ack.note or "")[:NOTE_MAX] if ch.isprintable() or ch in "\n\t")
     try:
         ts = float(ack.ts) if not isinstance(ack.ts, bool) else math.nan
     except (TypeError, ValueError, OverflowError):
         ts = math.nan
-    return replace(ack, alert_id=str(ack.alert_id), by=by, ts=ts if math.isfinite(ts) else received, note=note)
+    return Ack(str(ack.alert_id), by, ts if math.isfinite(ts) else received, note)
 
 
 class AlertLog:
     """Writes alerts inside the store's transactions: the ``alerts`` row, outbox rows, snapshot, incident row."""
 
-    def __init__(self, conn: LogConnection, ledger: Ledger, outbox: Outbox, snapshots: SnapshotFolder,
-                 from_payload: Callable[[dict[str, Any]], Alert]) -> None:
+    def __init__(self, conn: LogConnection, ledger: Ledger, outbox: Outbox, snapshots: SnapshotFolder) -> None:
         self.conn = conn
-        self.from_payload = from_payload  # an alert back from its stored payload (for a change of state)
         self.ledger = ledger
         self.outbox = outbox
         self.snapshots = snapshots
@@ -105,7 +101,7 @@ class AlertLog:
         row = self.conn.db.execute("SELECT payload FROM alerts WHERE incident_id = ? AND state != 'closed'",
                                    [incident_id]).fetchone()
         if row is not None:
-            self.queue(self.from_payload(json.loads(row[0])).with_state("closed", ts), None)
+            self.queue(alert_from_payload(json.loads(row[0])).with_state("closed", ts), None)
 
     def payload(self, alert_id: str) -> dict[str, Any] | None:
         with self.conn.lock:
@@ -133,7 +129,7 @@ class AlertLog:
             db.execute("UPDATE incidents SET acked_by = ?, acked_ts = ?, ack_note = ? WHERE id = ?",
                        [ack.by, ack.ts, ack.note, incident_id])
             self.ledger.chain_incident(incident_id)
-            alert = self.from_payload(json.loads(payload)).with_state("acknowledged", received)
+            alert = alert_from_payload(json.loads(payload)).with_state("acknowledged", received)
             self.queue(alert, None)
         return AckResult("acknowledged", alert, ack)
 
@@ -146,7 +142,7 @@ class AlertLog:
                 [SEV_RANK["critical"], now - after_s]).fetchall()
         out = []
         for alert_id, payload in rows:
-            alert = self.from_payload(json.loads(payload)).with_state("escalated", now)
+            alert = alert_from_payload(json.loads(payload)).with_state("escalated", now)
             with self.conn.tx():
                 self.conn.db.execute("UPDATE alerts SET escalated = 1 WHERE alert_id = ?", [alert_id])
                 self.queue(alert, None)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.contract.alert import SEVERITIES
+from edge_agent.contract.alert import SEVERITIES, json_depth, refuse_constant
 from edge_agent.contract.ids import iso_ms, one_line
 from edge_agent.incidents.errors import NoDatabase, ReviewError, SnapshotPathError
 from edge_agent.incidents.schema import SEV_RANK
@@ -64,27 +64,13 @@ def latlon(lat: Any, lon: Any) -> tuple[float, float] | None:
     return (la, lo) if la is not None and lo is not None and -90 <= la <= 90 and -180 <= lo <= 180 else None
 
 
-def _depth(value: Any) -> int:
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        v, d = todo.pop()
-        deepest = max(deepest, d)
-        if isinstance(v, dict | list) and d <= MAX_JSON_DEPTH:
-            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
-    return deepest
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _evidence_data(text: Any) -> dict[str, Any]:
     """The evidence's fields: its stored JSON object, or ``{"invalid_data": TEXT}`` for anything else."""
     try:
-        data = json.loads(text, parse_constant=_no_constant) if isinstance(text, str | bytes) else None
+        data = json.loads(text, parse_constant=refuse_constant) if isinstance(text, str | bytes) else None
     except (ValueError, RecursionError):
         data = None
-    if isinstance(data, dict) and _depth(data) <= MAX_JSON_DEPTH:
+    if isinstance(data, dict) and json_depth(data, MAX_JSON_DEPTH) <= MAX_JSON_DEPTH:
         return data
     return {"invalid_data": one_line(cell(text), 200)}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.acks import Ack, Receipt
-from edge_agent.contract.alert import Alert, Evidence, alert_from_payload
+from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.incidents.alerts import AckResult, AlertLog
 from edge_agent.incidents.connection import LogConnection
 from edge_agent.incidents.ledger import Ledger, Problem
@@ -34,7 +34,7 @@ class IncidentStore:
         self.snapshot_dir = self.snapshots.folder
         self.ledger = Ledger(self.db)
         self.outbox = Outbox(self.conn)
-        self.alerts = AlertLog(self.conn, self.ledger, self.outbox, self.snapshots, alert_from_payload)
+        self.alerts = AlertLog(self.conn, self.ledger, self.outbox, self.snapshots)
         self.sensors = SensorLog(self.conn, max_rejects)
         self.retention = Retention(self.conn, self.ledger, self.snapshots)
 

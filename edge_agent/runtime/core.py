@@ -17,7 +17,7 @@ from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
 from edge_agent.contract.ids import one_line
 from edge_agent.contract.topics import BoxTopics
-from edge_agent.incidents.store import Rejected
+from edge_agent.incidents.sensorlog import Rejected
 from edge_agent.runtime.fusion import EvidenceAdded, FusionEngine, FusionResult
 from edge_agent.runtime.logwriter import IncidentLogWriter
 from edge_agent.runtime.messages import (

@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 
 from edge_agent.contract.acks import Ack, InboundError, Receipt, parse_ack, parse_receipt, receipt_payload
 from edge_agent.contract.topics import BoxTopics
-from edge_agent.incidents.store import IncidentStore, Rejected
+from edge_agent.incidents.sensorlog import Rejected
+from edge_agent.incidents.store import IncidentStore
 
 log = logging.getLogger(__name__)
 

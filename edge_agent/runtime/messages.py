@@ -17,7 +17,7 @@ from detectors.tracking import TrackEvent
 from detectors.types import Detections
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.acks import Ack
-from edge_agent.incidents.store import Rejected
+from edge_agent.incidents.sensorlog import Rejected
 from sensors.feeds import Event
 from sensors.frames import ThermalFrame
 
