@@ -122,7 +122,6 @@ class Console:
         self.cfg, self.show, self.cache, self.on_alert = cfg, show, cache, on_alert
         self.bad = BadMessageReport(warn)
         self.topics = subscription(cfg.prefix, site, box)
-        self.filter = self.topics.root
         self.boxes: dict[str, str] = {}
         self.alerts: dict[str, dict[str, Any]] = {}  # alert id -> newest payload
         self.duplicates = 0
