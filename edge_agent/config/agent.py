@@ -34,11 +34,11 @@ class AgentConfig(Strict):
         description="Models, incident database and snapshots live here (default $EDGE_AGENT_HOME or "
         "~/.local/share/edge-agent; /var/lib/edge-agent under systemd).",
     )
-    detector: YoloConfig = Field(default_factory=YoloConfig,  # type: ignore[arg-type]
+    detector: YoloConfig = Field(default_factory=YoloConfig,
                                  description="The detection model and how to run it.")
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig,  # type: ignore[arg-type]
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig,
                                    description="How detections become tracks with ids.")
-    gating: GatingConfig = Field(default_factory=GatingConfig,  # type: ignore[arg-type]
+    gating: GatingConfig = Field(default_factory=GatingConfig,
                                  description="When the detector may skip a quiet frame.")
     cameras: list[CameraConfig] = Field(default_factory=list, max_length=MAX_CAMERAS,
                                         description=f"Thermal cameras (at most {MAX_CAMERAS}).")
@@ -51,7 +51,7 @@ class AgentConfig(Strict):
     fusion: list[FusionConfig] = Field(default_factory=list, max_length=MAX_RULES,
                                        description=f"Correlation rules (at most {MAX_RULES} per box).")
     mqtt: MqttConfig | None = Field(None, description="The command post's broker; none: alerts stay in the outbox.")
-    incident_log: IncidentLogConfig = Field(default_factory=IncidentLogConfig,  # type: ignore[arg-type]
+    incident_log: IncidentLogConfig = Field(default_factory=IncidentLogConfig,
                                             description="The SQLite incident log, snapshots and retention.")
 
     @field_validator("cameras", "zones", "lines", "fixed_sensors", "fusion", mode="before")

@@ -26,5 +26,5 @@ class IncidentLogConfig(Strict):
     reserve_mb: Real = Field(16.0, ge=0, description="Disk space held back in a reserve file beside the database "
                               "and given up when the disk fills, so incidents and the outbox can still be written; "
                               "0: no reserve.")
-    retention: RetentionConfig = Field(default_factory=RetentionConfig,  # type: ignore[arg-type]
+    retention: RetentionConfig = Field(default_factory=RetentionConfig,
                                        description="What is removed when, by age and by free disk.")

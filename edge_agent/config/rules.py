@@ -93,7 +93,7 @@ class ZoneConfig(Strict):
                                   description="An event when a track stays this long.")
     max_count: Whole | None = Field(library_default(ZoneRule, "max_count"), ge=0,
                                     description="An event when more tracks than this are inside.")
-    filters: FilterConfig = Field(default_factory=FilterConfig,  # type: ignore[arg-type]
+    filters: FilterConfig = Field(default_factory=FilterConfig,
                                   description="Which tracks count, and the hysteresis at the edge.")
     schedule: ScheduleConfig | None = Field(None, description="Active hours; none: always.")
     cooldown_s: Real = Field(60.0, ge=0, description="At most one event of a kind per track in this time.")
@@ -128,7 +128,7 @@ class LineConfig(Strict):
         description="Which crossings count, as seen on the screen (or map, north up) looking from the "
         "first point towards the last.",
     )
-    filters: FilterConfig = Field(default_factory=FilterConfig,  # type: ignore[arg-type]
+    filters: FilterConfig = Field(default_factory=FilterConfig,
                                   description="Which tracks count, and how far from the line a side begins.")
     schedule: ScheduleConfig | None = Field(None, description="Active hours; none: always.")
     cooldown_s: Real = Field(60.0, ge=0, description="At most one crossing event per track in this time.")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -289,9 +290,9 @@ def run_checks(config: AgentConfig, camera_timeout_s: float = 10.0, listen_s: fl
         yield Check(FAIL, "state directory", f"{type(exc).__name__}: {exc}", "see the message")
     for cam in config.cameras:
         if cam.enabled:
-            yield _guard(f"camera {cam.id}", lambda cam=cam: check_camera(cam, min(camera_timeout_s, cam.stall_s)))
+            yield _guard(f"camera {cam.id}", partial(check_camera, cam, min(camera_timeout_s, cam.stall_s)))
     for s in config.fixed_sensors:
-        yield _guard(f"{s.kind} sensor {s.id}", lambda s=s: check_line_sensor(s, listen_s))
+        yield _guard(f"{s.kind} sensor {s.id}", partial(check_line_sensor, s, listen_s))
     if model and any(c.enabled for c in config.cameras):
         yield _guard("detector", lambda: check_model(config))
     if config.mqtt is not None:

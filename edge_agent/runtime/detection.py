@@ -25,7 +25,7 @@ from edge_agent.config.agent import AgentConfig
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract.ids import iso_ms
 from edge_agent.incidents.sensorlog import Rejected
-from edge_agent.ops import modelfiles as models
+from edge_agent.runtime import modelpaths as models
 from edge_agent.runtime.messages import CoreQueue, FrameBudget, FrameTracks, InputRejected
 from edge_agent.runtime.stages import Stage
 from geofences.rules import ZoneEvent
