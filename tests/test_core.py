@@ -110,3 +110,24 @@ def test_detector_health_is_decided_once_and_fusion_builds_the_alerts(core: tupl
     assert c.sensors.state_of("md-1") == "ok" and not c.fusion.faulty
     states = c.store.db.execute("SELECT state FROM sensor_health WHERE sensor = 'md-1' ORDER BY rowid").fetchall()
     assert [s for (s,) in states][-2:] == ["faulty", "ok"]
+
+
+def test_an_ack_is_never_a_reason_for_the_mqtt_thread_to_wait_long(tmp_path: Path) -> None:
+    """The core queue is full: the ack hand-off gives up after its timeout (the publisher keeps the ack as
+    rejected input) instead of blocking paho's network thread until the broker drops the box."""
+    import time
+
+    from edge_agent.contract.acks import Ack
+    from edge_agent.runtime.agent import Agent
+    from edge_agent.runtime.errors import CoreBusy
+    from edge_agent.runtime.messages import AckReceived
+
+    agent = Agent(AgentConfig.model_validate({"site": "s", "box": "b", "state_dir": str(tmp_path)}))
+    agent.queue = CoreQueue(agent.stop_event, maxsize=1)
+    ack = Ack("01M84YFHTYKRAMXT3QFKTG4R83", "sgt", 1_795_435_200.0)
+    agent._ack_arrived(ack)  # room for one
+    t0 = time.monotonic()
+    with pytest.raises(CoreBusy, match="ack of 01M84YFHTYKRAMXT3QFKTG4R83 not taken"):
+        agent._ack_arrived(ack)
+    assert time.monotonic() - t0 < 5.0
+    assert isinstance(agent.queue.get(0.1), AckReceived)

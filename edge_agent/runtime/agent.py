@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config.agent import AgentConfig, load_config
+from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
 from edge_agent.contract.topics import topic_root
 from edge_agent.incidents.errors import StoreError
@@ -38,7 +39,7 @@ from edge_agent.paths import ConfigError
 from edge_agent.runtime.core import Core, RunSummary
 from edge_agent.runtime.detection import DetectionStage, build_detector, build_pipeline, is_live
 from edge_agent.runtime.diskguard import DiskGuard
-from edge_agent.runtime.errors import NotStarted
+from edge_agent.runtime.errors import CoreBusy, NotStarted
 from edge_agent.runtime.fusion import FusionEngine
 from edge_agent.runtime.health import health_payload
 from edge_agent.runtime.logwriter import IncidentLogWriter
@@ -95,6 +96,13 @@ class Agent:
 
     # -- building ----------------------------------------------------------------------------------------
 
+    def _ack_arrived(self, ack: Ack) -> None:
+        """On paho's network thread, which must not block on a full core queue (the broker would see a dead
+        client): an ack the core cannot take within a second is kept as rejected input (the publisher does
+        that with what this raises), and the command post can send it again."""
+        if not self.queue.offer(AckReceived(ack), timeout=1.0):
+            raise CoreBusy(f"the core queue stayed full for 1 s; ack of {ack.alert_id} not taken")
+
     def start(self) -> None:
         cfg = self._config
         self.root = topic_root(cfg.mqtt.prefix if cfg.mqtt else "border", cfg.site, cfg.box)
@@ -123,8 +131,7 @@ class Agent:
                                               max_skew_s=s.max_skew_s, hb_timeout_s=s.hb_timeout_s,
                                               accept=cfg.accepted_ids(s.id))
         if cfg.mqtt is not None:
-            self.publisher = Publisher(cfg.mqtt, cfg.site, cfg.box, self.store,
-                                       lambda ack: self.queue.put(AckReceived(ack)))
+            self.publisher = Publisher(cfg.mqtt, cfg.site, cfg.box, self.store, self._ack_arrived)
             self.publisher.start()
             pub = self.publisher
             self.stages.add(Stage("delivery", "delivery", pub._thread, beat_of=lambda: pub.heartbeat))

@@ -18,3 +18,7 @@ class UnknownSensor(AgentError, KeyError):
 
 class NotStarted(AgentError, RuntimeError):
     """The agent was asked for what exists only once it has started."""
+
+
+class CoreBusy(AgentError):
+    """The core queue stayed full: a message from a thread that cannot wait (an ack) was not taken."""

@@ -22,7 +22,8 @@ def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], star
                            "rate_hz": round(c.fps, 2), "frames_bad": c.frames_bad}
     for feed in core.feeds.values():
         sensors[feed.sensor_id] = {"kind": feed.kind, "state": core.sensors.state_of(feed.sensor_id) or "ok",
-                                   "lines": feed.reader.counters.lines, "events": feed.counters.events,
+                                   "lines": feed.reader.counters.lines, "dropped": feed.reader.counters.dropped,
+                                   "events": feed.counters.events,
                                    "rejected": feed.counters.rejected, "seq_gaps": feed.counters.seq_gaps}
     disk = core.writer.disk
     free = disk.free_bytes()

@@ -124,6 +124,15 @@ class CoreQueue:
             except queue.Full:
                 log.warning("core queue full (%d): a stage waits", self.maxsize)
 
+    def offer(self, msg: CoreMessage, timeout: float) -> bool:
+        """Put unless the queue stays full for ``timeout`` seconds: for a thread that must not wait long
+        (paho's network thread hands acks over here)."""
+        try:
+            self._q.put(msg, timeout=timeout)
+        except queue.Full:
+            return False
+        return True
+
     def get(self, timeout: float) -> CoreMessage | None:
         try:
             return self._q.get(timeout=timeout)
