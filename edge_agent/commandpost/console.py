@@ -36,6 +36,10 @@ STATE_MARK = {"new": "NEW", "updated": "UPD", "acknowledged": "ACK", "escalated"
 REPORT_EVERY_S = 10.0  # at most one line about bad messages in this time
 
 
+class CommandPostError(ValueError):
+    """A request to the command post's tools that cannot be done as asked (a bad id, an unknown box)."""
+
+
 def default_cache() -> Path:
     return default_state_dir() / "watch.db"
 
@@ -118,7 +122,7 @@ class Console:
                  client_id: str | None = None, warn: Callable[[str], None] = _to_stderr) -> None:
         for what, v in (("site", site), ("box", box)):
             if v != "+" and not IDENT_RE.match(v):
-                raise ValueError(f"{what} {v!r}: use letters, digits, '_' and '-'")
+                raise CommandPostError(f"{what} {v!r}: use letters, digits, '_' and '-'")
         self.cfg, self.show, self.cache, self.on_alert = cfg, show, cache, on_alert
         self.bad = BadMessageReport(warn)
         self.topics = subscription(cfg.prefix, site, box)
@@ -206,7 +210,7 @@ def send_ack(cfg: MqttConfig, site: str, box: str, alert_id: str, by: str, note:
              wait_s: float = 10.0) -> bool:
     """Publish an ack to a box and wait until the box publishes the alert as ``acknowledged``."""
     if not ULID_RE.match(alert_id):
-        raise ValueError(f"{alert_id!r} is not an alert id (a 26-character ULID)")
+        raise CommandPostError(f"{alert_id!r} is not an alert id (a 26-character ULID)")
     confirmed = threading.Event()
     topics = subscription(cfg.prefix, site, box)
 

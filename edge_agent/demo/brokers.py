@@ -20,7 +20,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class BrokerUnavailable(RuntimeError):
+class DemoError(RuntimeError):
+    """The demo cannot run as asked; the message says what to install or pass."""
+
+
+class BrokerUnavailable(DemoError):
     """No broker could be started; the message says what to install or pass."""
 
 
@@ -96,9 +100,9 @@ class LocalBroker:
     def _start_amqtt(self) -> None:
         try:
             from amqtt.broker import Broker
-        except ImportError:
+        except ImportError as exc:
             raise BrokerUnavailable("no broker for the demo: install Mosquitto (apt-get install mosquitto), the "
-                               "embedded one (pip install 'edge-agent[demo]'), or give --broker HOST[:PORT]") from None
+                               "embedded one (pip install 'edge-agent[demo]'), or give --broker HOST[:PORT]") from exc
 
         ready = threading.Event()
         errors: list[BaseException] = []
