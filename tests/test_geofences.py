@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import LineString, Polygon
 
@@ -145,16 +145,24 @@ def test_box_jitter_across_an_edge_never_fires(jitter: list[float], y: float) ->
 
 
 @given(st.lists(st.tuples(st.floats(0, 400), st.floats(0, 400)), min_size=1, max_size=200))
+@example(path=[(107.0, 107.0), (107.0, 107.0), (95.0, 97.0), (107.0, 107.0)])  # a step into the band mid-run
 @settings(max_examples=200, deadline=None)
 def test_entries_and_exits_alternate_on_any_path(path: list[tuple[float, float]]) -> None:
     events = run(zone(exit=True, cooldown_s=0.0), path)
     kinds = [e.kind for e in events]
     assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
     assert not kinds or kinds[0] == "entry"
-    # an entry needs three frames in a row deep inside; an exit three frames well outside
-    inner = SQUARE.buffer(-6.0)
-    deep = [inner.contains(Polygon([(x - .01, y - .01), (x + .01, y - .01), (x, y + .01)])) for x, y in path]
-    runs = max((sum(1 for _ in g) for k, g in __import__("itertools").groupby(deep) if k), default=0)
+    # an entry needs three frames deep inside with none well outside between them; an exit three frames well
+    # outside. A frame in the hysteresis band (between the zone shrunk and grown by the margin) neither counts
+    # nor breaks a run.
+    inner, outer = SQUARE.buffer(-6.0), SQUARE.buffer(6.0)
+
+    def where(x: float, y: float) -> str:
+        spot = Polygon([(x - .01, y - .01), (x + .01, y - .01), (x, y + .01)])
+        return "deep" if inner.contains(spot) else "out" if not outer.intersects(spot) else "band"
+
+    sides = [w for w in (where(x, y) for x, y in path) if w != "band"]
+    runs = max((sum(1 for _ in g) for k, g in __import__("itertools").groupby(sides) if k == "deep"), default=0)
     assert (runs >= 3) == ("entry" in kinds)
 
 
