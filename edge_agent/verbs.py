@@ -16,6 +16,8 @@ from edge_agent.paths import ConfigError, default_state_dir
 
 if TYPE_CHECKING:
     from edge_agent.config.agent import AgentConfig
+    from edge_agent.config.mqtt import MqttConfig
+    from edge_agent.incidents.review import Filters
 
 # The configuration models (pydantic, OpenCV, shapely) load only for verbs that read a config: the incident
 # verbs with --db start in a fraction of the time.
@@ -163,7 +165,7 @@ def _db(args: argparse.Namespace) -> Path:
     return default_state_dir() / "incidents.db"
 
 
-def _filters(args: argparse.Namespace) -> object:
+def _filters(args: argparse.Namespace) -> Filters:
     from edge_agent.incidents.review import Filters, parse_time
 
     return Filters(since=parse_time(args.since) if args.since else None,
@@ -180,12 +182,12 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         if args.what == "list":
-            rows = review.list_incidents(store, _filters(args), args.limit)  # type: ignore[arg-type]
+            rows = review.list_incidents(store, _filters(args), args.limit)
             if args.json:
                 print(json.dumps(rows, ensure_ascii=False, indent=1))
             else:
                 print(review.table(rows))
-                total = review.count_incidents(store, _filters(args))  # type: ignore[arg-type]
+                total = review.count_incidents(store, _filters(args))
                 if total > len(rows):
                     print(f"# newest {len(rows)} of {total}; --limit N shows more", file=sys.stderr)
         elif args.what == "show":
@@ -194,14 +196,14 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 raise UsageError(f"no incident {args.id} in {store.path}; 'edge-agent incidents list' shows the ids")
             print(json.dumps(inc, ensure_ascii=False, indent=1) if args.json else review.timeline(inc))
         elif args.what == "export":
-            text = report.export(store, args.format, _filters(args))  # type: ignore[arg-type]
+            text = report.export(store, args.format, _filters(args))
             if args.output:
                 Path(args.output).write_text(text, encoding="utf-8")
                 print(f"wrote {args.output}", file=sys.stderr)
             else:
                 sys.stdout.write(text)
         elif args.what == "stats":
-            st = review.stats(store, _filters(args))  # type: ignore[arg-type]
+            st = review.stats(store, _filters(args))
             print(json.dumps(st, indent=1) if args.json else review.stats_text(st))
         elif args.what == "verify":
             problems = store.verify()
@@ -217,7 +219,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mqtt_from(args: argparse.Namespace) -> object:
+def _mqtt_from(args: argparse.Namespace) -> MqttConfig:
     from edge_agent.config.mqtt import MqttConfig, TlsConfig
 
     if args.config:
@@ -239,10 +241,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     cfg = _mqtt_from(args)
     cache = AlertCache(Path(args.cache) if args.cache else default_cache())
-    console = Console(cfg, lambda line: print(line, flush=True), cache, args.site, args.box)  # type: ignore[arg-type]
+    console = Console(cfg, lambda line: print(line, flush=True), cache, args.site, args.box)
     stop = _stop_on_signals()
     console.start()
-    print(f"# watching {console.topics.alerts} on {cfg.host}:{cfg.broker_port} (Ctrl-C to stop)",  # type: ignore
+    print(f"# watching {console.topics.alerts} on {cfg.host}:{cfg.broker_port} (Ctrl-C to stop)",
           file=sys.stderr)
     stop.wait(args.duration)
     console.stop()
@@ -259,7 +261,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
         if found is None:
             raise UsageError(f"alert {args.alert_id} is not in this console's cache; give --site and --box")
         site, box = found
-    if send_ack(cfg, site, box, args.alert_id, args.by, args.note or "", args.wait):  # type: ignore[arg-type]
+    if send_ack(cfg, site, box, args.alert_id, args.by, args.note or "", args.wait):
         print(f"acknowledged {args.alert_id}: box {site}/{box} confirmed")
         return 0
     print(f"ack for {args.alert_id} sent to {site}/{box}, but the box did not confirm within {args.wait:.0f} s "

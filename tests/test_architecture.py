@@ -24,7 +24,7 @@ FORBIDDEN = {
     "edge_agent.config": ("edge_agent.runtime", "edge_agent.incidents", "edge_agent.ops", "edge_agent.demo",
                           "edge_agent.commandpost"),
 }
-TYPE_IGNORES_MAX = 15  # a ratchet: lower it when one goes, never raise it
+TYPE_IGNORES_MAX = 8  # a ratchet: lower it when one goes, never raise it
 
 
 def _module_name(path: Path) -> str:
