@@ -138,3 +138,89 @@ def bearing_ray(lat: float, lon: float, bearing_deg: float, length_m: float = 50
                 ) -> list[tuple[float, float]]:
     """A radio bearing from a fixed receiver as a polyline of [lat, lon] points on the map."""
     return [destination(lat, lon, bearing_deg, length_m * i / steps) for i in range(steps + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPose:
+    """A pinhole camera recovered from a ground homography: focal length, rotation and centre in the
+    calibration's plane (metres, z up), assuming square pixels and the principal point at the image centre."""
+
+    focal_px: float
+    cx: float
+    cy: float
+    rot: np.ndarray  # world -> camera; columns are the world axes seen from the camera
+    centre: np.ndarray  # (x, y, z) metres; z is the mounting height above the ground plane
+
+    @property
+    def height_m(self) -> float:
+        return float(self.centre[2])
+
+    @property
+    def tilt_deg(self) -> float:
+        """Depression of the optical axis below the horizon."""
+        axis = self.rot.T @ np.array([0.0, 0.0, 1.0])
+        return float(math.degrees(math.asin(-axis[2] / np.linalg.norm(axis))))
+
+    def rays(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """World directions (N, 3) of the lines of sight through pixels."""
+        cam = np.c_[(np.asarray(u, np.float64) - self.cx) / self.focal_px,
+                    (np.asarray(v, np.float64) - self.cy) / self.focal_px, np.ones(np.size(u))]
+        return cam @ self.rot  # rot.T @ each row
+
+    def height_above(self, foot_x: np.ndarray, foot_y: np.ndarray, u_top: np.ndarray, v_top: np.ndarray
+                     ) -> np.ndarray:
+        """How high above a ground point the line of sight through a top pixel passes (metres): the height of
+        an upright object standing there whose top is seen at that pixel."""
+        d = self.rays(u_top, v_top)
+        dx = np.asarray(foot_x, np.float64) - self.centre[0]
+        dy = np.asarray(foot_y, np.float64) - self.centre[1]
+        horiz = d[:, 0] ** 2 + d[:, 1] ** 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = (dx * d[:, 0] + dy * d[:, 1]) / horiz
+        return self.centre[2] + mu * d[:, 2]
+
+
+def recover_pose(cal: GeoCalibration, width: int, height: int) -> CameraPose | None:
+    """The camera behind a calibration, for an image of ``width`` x ``height`` pixels; None when the homography
+    is not one of a level pinhole camera with square pixels (e.g. points measured on a slope)."""
+    cx, cy = width / 2.0, height / 2.0
+    g = np.linalg.inv(cal.h)  # ground (x, y, 1) -> pixel
+    g = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]]) @ g
+    g = g / np.linalg.norm(g)
+    (a11, a12, _), (a21, a22, _), (a31, a32, _) = g
+    # r1 = (a11/f, a21/f, a31), r2 = (a12/f, a22/f, a32) must be orthogonal and of equal length: two linear
+    # equations in w = 1/f^2, solved together by least squares
+    coef = np.array([a11 * a12 + a21 * a22, a11**2 + a21**2 - a12**2 - a22**2])
+    rhs = np.array([-a31 * a32, a32**2 - a31**2])
+    denom = float(coef @ coef)
+    if denom <= 0:
+        return None
+    w = float(coef @ rhs) / denom
+    if w <= 0:
+        return None
+    f = 1.0 / math.sqrt(w)
+    m = np.diag([1.0 / f, 1.0 / f, 1.0]) @ g
+    s = 2.0 / (np.linalg.norm(m[:, 0]) + np.linalg.norm(m[:, 1]))
+    # the sign that puts the calibration points in front of the camera
+    px = np.array([(p.u - cx, p.v - cy) for p in cal.points])
+    ground = np.c_[cal.pixel_to_ground(px[:, 0] + cx, px[:, 1] + cy)]
+    depth = m[2, 0] * ground[:, 0] + m[2, 1] * ground[:, 1] + m[2, 2]
+    if np.nanmedian(depth) < 0:
+        s = -s
+    r1, r2, t = s * m[:, 0], s * m[:, 1], s * m[:, 2]
+    u_, _, vt = np.linalg.svd(np.c_[r1, r2, np.cross(r1, r2)])
+    rot = u_ @ vt
+    centre = -rot.T @ t
+    if centre[2] <= 0:
+        return None
+    pose = CameraPose(f, cx, cy, rot, centre)
+    # the pose must reproduce the calibration: its ground point for each control point's pixel
+    d = pose.rays(px[:, 0] + cx, px[:, 1] + cy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = -centre[2] / d[:, 2]
+    hit = centre[:2] + mu[:, None] * d[:, :2]
+    ok = np.isfinite(ground).all(axis=1)
+    if not ok.any() or (mu[ok] <= 0).any():
+        return None
+    err = np.hypot(*(hit[ok] - ground[ok]).T)
+    return pose if float(err.max()) <= max(0.5, 3.0 * cal.max_error_m) else None

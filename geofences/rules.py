@@ -47,6 +47,10 @@ class TrackPoint:
     age_s: float = math.inf
     latlon: tuple[float, float] | None = None
     height_m: float | None = None  # real height estimated through the geo-calibration, when there is one
+    settled: bool = True  # the label is a verdict, not a class still being decided
+    width_m: float | None = None
+    speed_mps: float | None = None
+    reason: str = ""  # what the label rests on, e.g. "0.6 m tall, 1.8 m/s"
 
     @property
     def height_px(self) -> float:
@@ -69,11 +73,23 @@ class ZoneEvent:
     dwell_s: float | None = None
     count: int | None = None
     track_ids: tuple[int, ...] = ()
+    height_m: float | None = None
+    width_m: float | None = None
+    speed_mps: float | None = None
+    reason: str = ""
+
+
+UnknownPolicy = Literal["lower", "same", "ignore"]
 
 
 @dataclass(frozen=True, slots=True)
 class Filters:
+    """Which tracks a rule counts. ``unknown`` says what a track whose class cannot be told (a crawling person
+    and a dog can look alike) does to a rule about people: alert one severity lower (``lower``), like a
+    person (``same``), or nothing (``ignore``)."""
+
     labels: frozenset[str] = frozenset({"person"})
+    unknown: UnknownPolicy = "lower"
     min_confidence: float = 0.0
     min_height_px: float = 0.0
     min_height_m: float = 0.0
@@ -82,9 +98,14 @@ class Filters:
     margin: float = 0.0  # pixels or metres, in the rule's space
 
     def admits(self, p: TrackPoint) -> bool:
-        return (p.label in self.labels and p.confidence >= self.min_confidence and p.height_px >= self.min_height_px
+        return (p.settled and self.about(p.label) and p.confidence >= self.min_confidence
+                and p.height_px >= self.min_height_px
                 and (self.min_height_m <= 0 or (p.height_m is not None and p.height_m >= self.min_height_m))
                 and not (math.isnan(p.x) or math.isnan(p.y)))
+
+    def about(self, label: str) -> bool:
+        """Whether tracks of a class count: the rule's labels, and unknown ones where it is about people."""
+        return label in self.labels or (label == "unknown" and "person" in self.labels and self.unknown != "ignore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +171,8 @@ class _Presence:
     entered_ts: float = 0.0
     loitered: bool = False
     last_seen: float = 0.0
+    label: str = ""
+    confidence: float = 0.0
 
 
 @dataclass(slots=True)
@@ -160,6 +183,10 @@ class _Side:
     run_start: float = 0.0
     anchor: tuple[float, float] | None = None  # the last point on the confirmed side
     last_seen: float = 0.0
+
+
+def _measures(p: TrackPoint) -> dict[str, Any]:
+    return {"height_m": p.height_m, "width_m": p.width_m, "speed_mps": p.speed_mps, "reason": p.reason}
 
 
 def _forget_stale(tracks: dict[tuple[str, int], Any], last_fired: dict[Any, float], ts: float, max_age_s: float,
@@ -204,7 +231,7 @@ class ZoneMachine:
         for i, p in enumerate(pts):
             key = (p.camera, p.track_id)
             st = self.tracks.setdefault(key, _Presence())
-            st.last_seen = ts
+            st.last_seen, st.label, st.confidence = ts, p.label, p.confidence
             if ins[i]:
                 if st.in_run == 0:
                     st.run_start = ts
@@ -232,9 +259,13 @@ class ZoneMachine:
             if len(inside) > self.rule.max_count and not self.over_count:
                 self.over_count = True
                 if self.rule.schedule.active(ts):
-                    first = min(self.tracks[k].entered_ts for k in inside)
-                    events.append(ZoneEvent("presence", self.rule.id, pts[0].camera if pts else "", 0, "", ts,
-                                            0.0, None, None, first, count=len(inside),
+                    states = [self.tracks[k] for k in inside]
+                    labels = sorted({st.label for st in states})
+                    # the crowd's label: theirs when they agree, else what any of them may be
+                    label = labels[0] if len(labels) == 1 else ("person" if "person" in labels else "unknown")
+                    events.append(ZoneEvent("presence", self.rule.id, inside[0][0], 0, label, ts,
+                                            min(st.confidence for st in states), None, None,
+                                            min(st.entered_ts for st in states), count=len(inside),
                                             track_ids=tuple(sorted(k[1] for k in inside))))
             elif len(inside) <= self.rule.max_count:
                 self.over_count = False
@@ -248,7 +279,7 @@ class ZoneMachine:
 
     def _event(self, kind: EventKind, p: TrackPoint, ts: float, since: float, dwell: float | None = None) -> ZoneEvent:
         return ZoneEvent(kind, self.rule.id, p.camera, p.track_id, p.label, ts, p.confidence, p.bbox, p.latlon, since,
-                         dwell_s=dwell)
+                         dwell_s=dwell, **_measures(p))
 
 
 class LineMachine:
@@ -302,7 +333,8 @@ class LineMachine:
             self.last_fired[key] = ts
             if self.rule.schedule.active(ts):
                 events.append(ZoneEvent("line_crossing", self.rule.id, p.camera, p.track_id, p.label, ts,
-                                        p.confidence, p.bbox, p.latlon, st.run_start, direction=direction))
+                                        p.confidence, p.bbox, p.latlon, st.run_start, direction=direction,
+                                        **_measures(p)))
         return events
 
     def forget(self, camera: str, track_id: int) -> None:

@@ -60,7 +60,12 @@ class FilterConfig(Strict):
     """Which tracks a rule counts, and the hysteresis at its edge."""
 
     labels: list[Label] = Field(default_factory=lambda: sorted(library_default(Filters, "labels")),
-                                description="Which objects the rule is about.")
+                                description="Which classes of object the rule is about (person, vehicle, animal: "
+                                "the class each track is given through the camera's geo-calibration).")
+    unknown: Literal["lower", "same", "ignore"] = Field(
+        library_default(Filters, "unknown"),
+        description="What a track whose class cannot be told (a crawling person and a dog look alike) does to "
+        "a rule about people: alert one severity lower, alert like a person, or nothing.")
     min_confidence: Real = Field(0.3, ge=0, le=1, description="Weaker detections count as nowhere.")
     min_height_px: Real = Field(library_default(Filters, "min_height_px"), ge=0,
                                 description="Smaller boxes count as nowhere.")

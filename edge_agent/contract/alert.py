@@ -4,6 +4,7 @@ contract's payload (``edge-agent/alert@1``) and where a received payload is chec
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
@@ -29,8 +30,8 @@ MAX_DEPTH = 16  # the contract's alert nests 4 deep
 
 
 def raise_severity(base: Severity, steps: int) -> Severity:
-    """``base`` raised by ``steps`` levels, at most critical."""
-    return cast(Severity, SEVERITIES[min(len(SEVERITIES) - 1, SEVERITIES.index(base) + max(0, steps))])
+    """``base`` raised by ``steps`` levels (lowered for negative steps), between info and critical."""
+    return cast(Severity, SEVERITIES[min(len(SEVERITIES) - 1, max(0, SEVERITIES.index(base) + steps))])
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,12 @@ class Evidence:
             f["direction"] = ev.direction
         if ev.dwell_s is not None:
             f["dwell_s"] = round(ev.dwell_s, 1)
+        if ev.count is not None:
+            f["count"] = ev.count
+        for key in ("height_m", "width_m", "speed_mps"):  # what the class rests on (calibrated cameras)
+            value = getattr(ev, key)
+            if value is not None and math.isfinite(value):
+                f[key] = round(value, 2)
         return cls(ev.camera, "thermal", ev.ts, tuple(f.items()), ev.latlon)
 
     @classmethod

@@ -33,14 +33,22 @@ class Incident:
     last_alert_ts: float = 0.0
     last_alert_key: tuple[object, ...] = ()
     degraded: tuple[str, ...] = ()  # faulty sensors this incident's rule depends on
+    lower_if_unknown: bool = False  # the rule alerts one step lower while no camera can tell what it saw
 
     @property
     def sensor_types(self) -> set[str]:
         return {e.type for e in self.evidence}
 
     @property
+    def unsure(self) -> bool:
+        """Every camera track of this incident is of a class nobody could tell (a person or an animal?)."""
+        labels = [dict(e.fields).get("label") for e in self.evidence if e.type == "thermal"]
+        return bool(labels) and all(label == "unknown" for label in labels)
+
+    @property
     def severity(self) -> Severity:
-        return raise_severity(self.base_severity, len(self.sensor_types) - 1)
+        steps = max(0, len(self.sensor_types) - 1)
+        return raise_severity(self.base_severity, steps - int(self.lower_if_unknown and self.unsure))
 
     @property
     def location(self) -> tuple[float, float] | None:

@@ -31,6 +31,7 @@ from edge_agent.runtime.messages import (
     SensorEvent,
     source_of,
 )
+from edge_agent.runtime.perception import CameraPerception
 from edge_agent.runtime.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
 from edge_agent.runtime.site import Site
 from edge_agent.runtime.snapshot import EventFrames, FrameView
@@ -72,7 +73,7 @@ class Core:
         self.sensors = SensorStates(config)
         self.frames = EventFrames()
         self._snapshotted: set[str] = set()
-        self._first_seen: dict[tuple[str, int], float] = {}
+        self.perceptions: dict[str, CameraPerception] = {}
         self.build_rules(config)
 
     def build_rules(self, config: AgentConfig) -> None:
@@ -81,6 +82,8 @@ class Core:
         self.sensors.config = config
         self.site = Site.from_config(config)
         self.rules = self.site.engine()
+        for perception in self.perceptions.values():
+            perception.rebind(self.site)
         if getattr(self, "fusion", None) is None:
             self.fusion: FusionEngine = self.site.fusion_engine()
         else:
@@ -152,16 +155,14 @@ class Core:
     def _frame_tracks(self, msg: FrameTracks) -> None:
         self.summary.frames += 1
         self.frames.seen(msg.camera, FrameView(msg.frame, msg.tracks) if msg.frame is not None else None)
-        if len(msg.tracks):
-            keys = [(msg.camera, int(t)) for t in msg.tracks.track_id]
-            ages = [msg.ts - self._first_seen.setdefault(k, msg.ts) for k in keys]
-            pixel, geo = self.site.track_points(msg.camera, msg.ts, msg.tracks, ages)
-        else:
-            pixel, geo = [], []
-        for zev in self.rules.update(msg.camera, msg.ts, pixel, geo):
+        perception = self.perceptions.get(msg.camera)
+        if perception is None:
+            perception = self.perceptions[msg.camera] = CameraPerception(self.site, msg.camera)
+        seen = perception.frame(msg.ts, msg.tracks, msg.size)
+        for zev in self.rules.update(msg.camera, msg.ts, seen.pixel, seen.geo):
             self._apply(self.fusion.on_zone_event(zev))
         for ev in msg.lost:
-            self._first_seen.pop((msg.camera, ev.track_id), None)
+            perception.lost(ev.track_id)
             self.rules.forget(msg.camera, ev.track_id)
 
     # -- housekeeping --------------------------------------------------------------------------------------

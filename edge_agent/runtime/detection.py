@@ -95,7 +95,7 @@ class DetectionStage:
                 self.detect_ms[cam_id] = result.detect_ms
             lost = tuple(e for e in result.events if e.kind == "lost")
             self.queue.put(FrameTracks(cam_id, frame.ts, result.tracks, lost,
-                                       frame if self.budget.take(cam_id) else None))
+                                       frame if self.budget.take(cam_id) else None, frame.shape[::-1]))
         if cam.ended:
             self.queue.put(FrameTracks(cam_id, last_ts, Detections.empty(), tuple(self.pipeline.finish(last_ts))))
             stage.finished = True

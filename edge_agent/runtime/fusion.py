@@ -76,6 +76,7 @@ class FusionRule:
     quiet_s: float = 120.0
     cooldown_s: float = 300.0
     fixed: bool = True  # fixed sensors may join by distance, position or bearing (False: the camera's alone)
+    lower_if_unknown: bool = True  # a track of unknown class alerts one severity lower (the place's filters)
 
 
 class FusionEngine:
@@ -215,7 +216,8 @@ class FusionEngine:
         if current:
             inc = current[-1]
         else:
-            inc = Incident(self.new_id(ts), rule.id, kind, rule.severity, ts, (rule.place, rule.place_name))
+            inc = Incident(self.new_id(ts), rule.id, kind, rule.severity, ts, (rule.place, rule.place_name),
+                           lower_if_unknown=rule.lower_if_unknown)
             inc.degraded = tuple(sorted(s for s in self.faulty if s in rule.metal or s in rule.radio))
             self.open[rule.id].append(inc)
         inc.evidence.append(evidence)
@@ -265,15 +267,30 @@ class FusionEngine:
         return LineString([(x0, y0), (x0 + 10_000.0 * math.sin(b), y0 + 10_000.0 * math.cos(b))])
 
 
+def _thermal_summary(f: dict[str, object], place: str) -> str:
+    """``Person (1.7 m tall, 1.3 m/s) entered Patrol strip``; ``3 people inside Verge (more than allowed)``."""
+    label = str(f.get("label") or "object")
+    if f.get("kind") == "presence":
+        noun = {"person": "people", "unknown": "unidentified objects"}.get(label, f"{label}s")
+        return f"{f.get('count', '?')} {noun} inside {place} (more than allowed)"
+    what = {"entry": "entered", "loitering": "is loitering in", "line_crossing": "crossed"}.get(
+        str(f.get("kind")), "seen in")
+    noun = "Unidentified object (person or animal?)" if label == "unknown" else label.capitalize()
+    why = []
+    if isinstance(f.get("height_m"), (int, float)):
+        why.append(f"{f['height_m']:.1f} m tall")
+    if isinstance(f.get("speed_mps"), (int, float)):
+        why.append(f"{f['speed_mps']:.1f} m/s")
+    because = f" ({', '.join(why)})" if why else ""
+    return f"{noun}{because} {what} {place}"
+
+
 def summary_of(inc: Incident) -> str:
     """The line a guard reads aloud: what each sensor kind saw, how many agree, what is faulty."""
     parts = []
     thermal = [e for e in inc.evidence if e.type == "thermal"]
     if thermal:
-        f = dict(thermal[-1].fields)
-        what = {"entry": "entered", "loitering": "is loitering in", "line_crossing": "crossed",
-                "presence": "crowd in"}.get(str(f.get("kind")), "seen in")
-        parts.append(f"{str(f.get('label', 'object')).capitalize()} {what} {inc.zone[1] if inc.zone else '?'}")
+        parts.append(_thermal_summary(dict(thermal[-1].fields), inc.zone[1] if inc.zone else "?"))
     metal = [e for e in inc.evidence if e.type == "metal"]
     if metal:
         parts.append(f"metal alarm at {metal[-1].sensor} (level {dict(metal[-1].fields).get('level')})")

@@ -37,6 +37,7 @@ class FrameTracks:
     tracks: Detections
     lost: tuple[TrackEvent, ...] = ()
     frame: ThermalFrame | None = None
+    size: tuple[int, int] | None = None  # the frame's width and height in pixels
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ points from tracker output, and the field engineer's zone preview."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from typing import cast
 
@@ -13,13 +13,14 @@ import numpy as np
 import shapely
 from shapely.geometry import LineString, Polygon
 
+from detectors.classify import Classification
 from detectors.types import Detections
 from edge_agent.config.agent import AgentConfig
 from edge_agent.config.rules import FilterConfig, FusionConfig, ScheduleConfig
 from edge_agent.contract.ids import new_ulid
 from edge_agent.runtime.errors import UnknownSensor
 from edge_agent.runtime.fusion import FusionEngine, FusionRule, NewId
-from geofences.geo import GeoCalibration, LocalPlane, bearing_ray
+from geofences.geo import CameraPose, GeoCalibration, LocalPlane, bearing_ray, recover_pose
 from geofences.rules import Filters, LineRule, RuleEngine, Schedule, TrackPoint, Window, ZoneRule
 from geofences.zones import ZoneIndex, make_line, make_polygon
 
@@ -37,6 +38,7 @@ class Site:
     anchors: Mapping[str, str]
     zone_geoms: dict[str, Polygon]
     line_geoms: dict[str, LineString]
+    _poses: dict[tuple[str, int, int], CameraPose | None] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> Site:
@@ -81,43 +83,65 @@ class Site:
         y = xyxy[:, 3] if foot else (xyxy[:, 1] + xyxy[:, 3]) / 2.0
         return x, y
 
-    def track_points(self, camera: str, ts: float, tracks: Detections,
-                     ages: Sequence[float] | None = None) -> tuple[list[TrackPoint], list[TrackPoint]]:
-        """Confirmed tracks of one frame as rule inputs: (pixel points, site-plane points)."""
+    def pose(self, camera: str, size: tuple[int, int] | None) -> CameraPose | None:
+        """The camera behind a calibration, for frames of ``size`` (width, height); cached per size."""
+        cal = self.calibrations.get(camera)
+        if cal is None or size is None:
+            return None
+        key = (camera, *size)
+        if key not in self._poses:
+            self._poses[key] = recover_pose(cal, *size)
+        return self._poses[key]
+
+    def measure(self, camera: str, xyxy: np.ndarray, size: tuple[int, int] | None = None) -> Placement:
+        """Where boxes stand and how big they are, through the camera's calibration (NaN where uncalibrated)."""
+        xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+        u, v = self.anchor_px(camera, xyxy)
+        n = len(xyxy)
+        nan = np.full(n, np.nan)
+        cal = self.calibrations.get(camera)
+        if cal is None:
+            return Placement(u, v, nan, nan, nan, nan, nan, nan, nan, nan, np.zeros(n, bool), _cut(xyxy, size))
+        foot_u = (xyxy[:, 0] + xyxy[:, 2]) / 2.0
+        cx, cy = cal.pixel_to_ground(foot_u, xyxy[:, 3])  # metres on the calibration's plane
+        lat, lon = cal.pixel_to_latlon(u, v)
+        gx, gy = self.plane.to_xy(lat, lon) if self.plane is not None else (nan, nan)
+        left = cal.pixel_to_ground(xyxy[:, 0], xyxy[:, 3])
+        right = cal.pixel_to_ground(xyxy[:, 2], xyxy[:, 3])
+        width = np.hypot(right[0] - left[0], right[1] - left[1])
+        pose = self.pose(camera, size)
+        if pose is not None:  # the line of sight through the top of the box, above the foot point
+            height = pose.height_above(cx, cy, foot_u, xyxy[:, 1])
+        else:  # the scale across the ground at the foot, for the height too (fine for a moderate tilt)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                height = (xyxy[:, 3] - xyxy[:, 1]) * width / (xyxy[:, 2] - xyxy[:, 0])
+        airborne = ~np.isfinite(cx)
+        return Placement(u, v, np.asarray(lat), np.asarray(lon), np.asarray(gx), np.asarray(gy), cx, cy, height,
+                         width, airborne, _cut(xyxy, size))
+
+    def track_points(self, camera: str, ts: float, tracks: Detections, ages: Sequence[float] | None = None,
+                     size: tuple[int, int] | None = None, classes: Sequence[Classification] | None = None,
+                     at: Placement | None = None) -> tuple[list[TrackPoint], list[TrackPoint]]:
+        """Confirmed tracks of one frame as rule inputs: (pixel points, site-plane points). Without
+        ``classes`` a track's label is the model's; ``at`` is their placement when already measured."""
         if not len(tracks):
             return [], []
-        u, v = self.anchor_px(camera, tracks.xyxy.astype(np.float64))
-        cal = self.calibrations.get(camera)
-        lat = lon = gx = gy = heights = None
-        if cal is not None:
-            lat, lon = cal.pixel_to_latlon(u, v)
-            if self.plane is not None:
-                gx, gy = self.plane.to_xy(lat, lon)
-            heights = self._heights_m(cal, tracks.xyxy.astype(np.float64), v)
+        at = at or self.measure(camera, tracks.xyxy, size)
         labels = tracks.labels()
         pixel, geo = [], []
         for i in range(len(tracks)):
-            ll = (float(lat[i]), float(lon[i])) if lat is not None and lon is not None and np.isfinite(lat[i]) else None
-            common = dict(camera=camera, track_id=int(tracks.track_id[i]), label=labels[i],
+            c = classes[i] if classes is not None else None
+            ll = (float(at.lat[i]), float(at.lon[i])) if np.isfinite(at.lat[i]) else None
+            common = dict(camera=camera, track_id=int(tracks.track_id[i]), label=c.label if c else labels[i],
                           confidence=float(tracks.confidence[i]), ts=ts,
-                          bbox=tuple(float(c) for c in tracks.xyxy[i]), age_s=ages[i] if ages else float("inf"),
-                          latlon=ll, height_m=float(heights[i]) if heights is not None and np.isfinite(heights[i])
-                          else None)
-            pixel.append(TrackPoint(x=float(u[i]), y=float(v[i]), **common))  # type: ignore[arg-type]
-            if gx is not None and gy is not None:
-                geo.append(TrackPoint(x=float(gx[i]), y=float(gy[i]), **common))  # type: ignore[arg-type]
+                          bbox=tuple(float(v) for v in tracks.xyxy[i]), age_s=ages[i] if ages else float("inf"),
+                          latlon=ll, height_m=_finite(at.height_m[i]), settled=c.settled if c else True,
+                          width_m=c.width_m if c else None, speed_mps=c.speed_mps if c else None,
+                          reason=c.reason if c else "")
+            pixel.append(TrackPoint(x=float(at.u[i]), y=float(at.v[i]), **common))  # type: ignore[arg-type]
+            if self.plane is not None and camera in self.calibrations:
+                geo.append(TrackPoint(x=float(at.x[i]), y=float(at.y[i]), **common))  # type: ignore[arg-type]
         return pixel, geo
-
-    @staticmethod
-    def _heights_m(cal: GeoCalibration, xyxy: np.ndarray, v_foot: np.ndarray) -> np.ndarray:
-        """Real heights of boxes standing on the ground: the box height in pixels over the pixels per metre
-        across the ground at the foot (square pixels and a moderate tilt make the two scales alike)."""
-        left = cal.pixel_to_ground(xyxy[:, 0], v_foot)
-        right = cal.pixel_to_ground(xyxy[:, 2], v_foot)
-        width_m = np.hypot(right[0] - left[0], right[1] - left[1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            px_per_m = (xyxy[:, 2] - xyxy[:, 0]) / width_m
-            return (xyxy[:, 3] - xyxy[:, 1]) / px_per_m
 
     def where_pixel(self, camera: str, u: float, v: float) -> dict[str, object]:
         """Which zones contain a pixel of a camera (pixel zones of that camera, and geo zones if calibrated)."""
@@ -159,13 +183,16 @@ class Site:
         default severity), so that every zone and line alerts."""
         names = {z.id: z.name or z.id for z in self.config.zones}
         names |= {ln.id: ln.name or ln.id for ln in self.config.lines}
+        unknown = {z.id: z.filters.unknown for z in self.config.zones}
+        unknown |= {ln.id: ln.filters.unknown for ln in self.config.lines}
         covered = {f.place for f in self.config.fusion}
         rules = [(f, True) for f in self.config.fusion]
         rules += [(FusionConfig.model_validate({"id": place, "place": place}), False)
                   for place in names if place not in covered]
         return [
             FusionRule(f.id, f.place, names.get(f.place, f.place), self.place_area(f.place), frozenset(f.metal),
-                       frozenset(f.radio), f.radius_m, f.window_s, f.severity, f.quiet_s, f.cooldown_s, fixed)
+                       frozenset(f.radio), f.radius_m, f.window_s, f.severity, f.quiet_s, f.cooldown_s, fixed,
+                       lower_if_unknown=unknown.get(f.place, "lower") == "lower")
             for f, fixed in rules
         ]
 
@@ -201,6 +228,35 @@ class Site:
         return {"latlon": [lat, lon], "zones": hits}
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Boxes of one camera placed through its calibration, one value per box (NaN where it cannot be)."""
+
+    u: np.ndarray  # the anchor pixel
+    v: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    x: np.ndarray  # the anchor on the site plane, metres
+    y: np.ndarray
+    cal_x: np.ndarray  # the foot on the calibration's own plane, metres (for speeds)
+    cal_y: np.ndarray
+    height_m: np.ndarray
+    width_m: np.ndarray
+    airborne: np.ndarray  # the foot is above the horizon
+    cut: np.ndarray  # the box touches the frame's edge: its size is not the object's
+
+
+def _cut(xyxy: np.ndarray, size: tuple[int, int] | None, edge_px: float = 2.0) -> np.ndarray:
+    if size is None:
+        return np.zeros(len(xyxy), bool)
+    w, h = size
+    return (xyxy[:, 0] <= edge_px) | (xyxy[:, 1] <= edge_px) | (xyxy[:, 2] >= w - edge_px) | (xyxy[:, 3] >= h - edge_px)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def _to_plane(geom: Polygon | LineString, plane: LocalPlane) -> Polygon | LineString:
     """A (lon, lat) geometry onto the site plane in metres."""
 
@@ -212,8 +268,9 @@ def _to_plane(geom: Polygon | LineString, plane: LocalPlane) -> Polygon | LineSt
 
 
 def _filters(f: FilterConfig, space: str) -> Filters:
-    return Filters(labels=frozenset(f.labels), min_confidence=f.min_confidence, min_height_px=f.min_height_px,
-                   min_height_m=f.min_height_m, min_age_s=f.min_age_s, min_frames=f.min_frames,
+    return Filters(labels=frozenset(f.labels), unknown=f.unknown, min_confidence=f.min_confidence,
+                   min_height_px=f.min_height_px, min_height_m=f.min_height_m, min_age_s=f.min_age_s,
+                   min_frames=f.min_frames,
                    margin=f.margin if f.margin is not None else DEFAULT_MARGIN[space])
 
 
