@@ -7,14 +7,16 @@ import numpy as np
 
 from detectors.types import Detections
 
-COLOURS = {"person": (0, 0, 255), "vehicle": (255, 160, 0), "animal": (0, 200, 0)}
+COLOURS = {"person": (0, 0, 255), "vehicle": (255, 160, 0), "animal": (0, 200, 0), "unknown": (0, 200, 255)}
 
 
-def annotate(gray8: np.ndarray, dets: Detections, caption: str = "") -> np.ndarray:
-    """A BGR copy of the frame with each detection boxed and labelled ``label #id conf``."""
+def annotate(gray8: np.ndarray, dets: Detections, caption: str = "", names: list[str] | None = None) -> np.ndarray:
+    """A BGR copy of the frame with each detection boxed and labelled ``label #id conf``; ``names`` replace
+    the model's labels (e.g. each track's class)."""
     img = cv2.cvtColor(gray8, cv2.COLOR_GRAY2BGR)
     for (x1, y1, x2, y2), label, tid, conf in zip(
-        dets.xyxy.tolist(), dets.labels(), dets.track_id.tolist(), dets.confidence.tolist(), strict=True
+        dets.xyxy.tolist(), names if names is not None else dets.labels(), dets.track_id.tolist(),
+        dets.confidence.tolist(), strict=True,
     ):
         colour = COLOURS.get(label, (255, 255, 255))
         p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))

@@ -109,7 +109,7 @@ class TrackClassifier:
             st.seen.popleft()
         if not self.calibrated:
             label: Klass = m.model_label if m.model_label in CLASSES else "unknown"
-            st.last = Classification(label, True, f"model, uncalibrated camera, conf {m.confidence:.2f}")
+            st.last = Classification(label, True, "the model's label: camera not calibrated")
             return st.last
         vote, feats = self._vote(st, m.ts)
         if vote is not None:
@@ -119,6 +119,18 @@ class TrackClassifier:
             st.votes.popleft()
         st.last = self._verdict(st, feats)
         return st.last
+
+    def once(self, m: Measurement) -> Classification:
+        """The class of something seen once (a still photograph): size only, so a low object that might crawl
+        or trot stays unknown."""
+        if not self.calibrated:
+            return TrackClassifier(self.physics, calibrated=False).observe(0, m)
+        feats = _Features.of([m], [m], self.physics)
+        vote = self._physics_vote(feats)
+        if vote is None or feats.h is None:
+            model = _model_vote([m])
+            vote = model if model in ("vehicle", "animal") or feats.h is None else "unknown"
+        return Classification(vote or "unknown", True, feats.reason(), feats.h, feats.w, None)
 
     def last(self, track_id: int) -> Classification | None:
         st = self._tracks.get(track_id)

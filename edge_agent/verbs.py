@@ -114,6 +114,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     camera, summary = detect(_load(args.config), args.source, lambda line: print(line, flush=True),
                              Path(args.save) if args.save else None, args.frames, args.model, args.imgsz,
                              args.confidence, not args.no_gating, _stop_on_signals())
+    if summary.still:
+        print(f"# {camera.id}: one image, {summary.events} detections", file=sys.stderr)
+        return 0
     print(f"# {camera.id}: {summary.frames} frames, {summary.detected} detected, {summary.events} track events, "
           f"{summary.zone_events} zone events, "
           f"{summary.frames_bad} bad frames, camera {summary.camera_state}"
@@ -123,6 +126,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from edge_agent.ops.rehearse import parse_at, rehearse, report_json, report_table, verdict
+
+    result = rehearse(load_config(args.config), args.scenario, args.camera, parse_at(args.at),
+                      lambda line: print(line, file=sys.stderr, flush=True), args.config)
+    print(json.dumps(report_json(result), indent=1) if args.json else report_table(result))
+    problems = verdict(result, args.min_pd, args.max_nuisance_per_h)
+    for problem in problems:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

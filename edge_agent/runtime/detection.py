@@ -15,6 +15,7 @@ import numpy as np
 
 from detectors.annotate import annotate
 from detectors.base import Detector, create_detector
+from detectors.classify import Classification
 from detectors.gating import MotionHeatGate
 from detectors.offline import prepare_ultralytics
 from detectors.pipeline import FrameResult, TrackingPipeline
@@ -27,6 +28,8 @@ from edge_agent.contract.ids import iso_ms
 from edge_agent.incidents.sensorlog import Rejected
 from edge_agent.runtime import modelpaths as models
 from edge_agent.runtime.messages import CoreQueue, FrameBudget, FrameTracks, InputRejected
+from edge_agent.runtime.perception import CameraPerception
+from edge_agent.runtime.site import Site
 from edge_agent.runtime.stages import Stage
 from geofences.rules import ZoneEvent
 from sensors.thermal import ThermalCamera
@@ -103,11 +106,20 @@ class DetectionStage:
             log.info("camera %s: the source ended", cam_id)
 
 
-def event_line(camera_id: str, seq: int, ev: TrackEvent, temp_c: float | None) -> str:
+def event_line(camera_id: str, seq: int, ev: TrackEvent, temp_c: float | None,
+               cls: Classification | None = None) -> str:
+    """One track event; its label is the track's class (what the rules use), with what the class rests on."""
     x1, y1, x2, y2 = (round(v) for v in ev.bbox)
     temp = f" temp {temp_c:.1f}C" if temp_c is not None else ""
-    return (f"{iso_ms(ev.ts)} {camera_id} frame {seq} {ev.kind} {ev.label} #{ev.track_id} conf {ev.confidence:.2f} "
-            f"box {x1},{y1},{x2},{y2} age {ev.age_s:.1f}s{temp}")
+    label = ev.label if cls is None else cls.label
+    why = f" [{cls.describe()}]" if cls is not None else ""
+    return (f"{iso_ms(ev.ts)} {camera_id} frame {seq} {ev.kind} {label} #{ev.track_id} conf {ev.confidence:.2f} "
+            f"box {x1},{y1},{x2},{y2} age {ev.age_s:.1f}s{temp}{why}")
+
+
+def class_line(camera_id: str, seq: int, ts: float, track_id: int, cls: Classification) -> str:
+    """A track's class was decided or changed."""
+    return f"{iso_ms(ts)} {camera_id} frame {seq} classified #{track_id} {cls.describe()}"
 
 
 def zone_line(seq: int, ev: ZoneEvent) -> str:
@@ -141,6 +153,7 @@ class DetectSummary:
     frames_bad: int = 0
     last_error: str | None = None
     zone_events: int = 0
+    still: bool = False  # a single photograph: ``events`` counts its detections
 
 
 def run_detect(
@@ -161,45 +174,50 @@ def run_detect(
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     summary = DetectSummary()
-    site = engine = None
-    if config.zones or config.lines:
-        from edge_agent.runtime.site import Site
-
-        site = Site.from_config(config)
-        engine = site.engine()
-    first_seen: dict[int, float] = {}
+    site = Site.from_config(config)
+    engine = site.engine() if config.zones or config.lines else None
+    perception = CameraPerception(site, camera.id)
+    told: dict[int, tuple[str, bool]] = {}  # track id -> the class last printed
     cam.start(stop)
     last_ts, last_seq = time.time(), 0
     try:
         for result in _results(cam, pipeline, stop):
             summary.frames += 1
             summary.detected += int(result.detected)
-            last_ts, last_seq = result.frame.ts, result.frame.seq
+            ts, seq = result.frame.ts, result.frame.seq
+            last_ts, last_seq = ts, seq
+            seen = perception.frame(ts, result.tracks, result.frame.shape[::-1])
             for ev in result.events:
-                emit(event_line(camera.id, result.frame.seq, ev, box_temperature(result, ev.bbox)))
+                cls = seen.classes.get(ev.track_id) or perception.last(ev.track_id)
+                emit(event_line(camera.id, seq, ev, box_temperature(result, ev.bbox), cls))
                 summary.events += 1
+                if cls is not None:
+                    told[ev.track_id] = (cls.label, cls.settled)
                 if ev.kind == "lost":
-                    first_seen.pop(ev.track_id, None)
+                    perception.lost(ev.track_id)
+                    told.pop(ev.track_id, None)
                     if engine is not None:
                         engine.forget(camera.id, ev.track_id)
-            if site is not None and engine is not None:
-                ts = result.frame.ts
-                ages = [ts - first_seen.setdefault(int(t), ts) for t in result.tracks.track_id]
-                pixel, geo = site.track_points(camera.id, ts, result.tracks, ages)
-                for zev in engine.update(camera.id, ts, pixel, geo):
-                    emit(zone_line(result.frame.seq, zev))
+            for tid, cls in seen.classes.items():
+                if tid in told and told[tid] != (cls.label, cls.settled) and cls.settled:
+                    told[tid] = (cls.label, cls.settled)
+                    emit(class_line(camera.id, seq, ts, tid, cls))
+            if engine is not None:
+                for zev in engine.update(camera.id, ts, seen.pixel, seen.geo):
+                    emit(zone_line(seq, zev))
                     summary.zone_events += 1
             if save_dir is not None:
-                caption = f"{camera.id} #{result.frame.seq} {result.gate_reason}"
-                img = annotate(result.frame.gray8(), result.tracks, caption)
-                cv2.imwrite(str(save_dir / f"{camera.id}_{result.frame.seq:06d}.jpg"), img)
+                caption = f"{camera.id} #{seq} {result.gate_reason}"
+                names: list[str] = [seen.classes[int(t)].label for t in result.tracks.track_id]
+                img = annotate(result.frame.gray8(), result.tracks, caption, names)
+                cv2.imwrite(str(save_dir / f"{camera.id}_{seq:06d}.jpg"), img)
             if max_frames is not None and summary.frames >= max_frames:
                 break
     finally:
         stop.set()
         cam.join(5.0)
     for ev in pipeline.finish(last_ts):  # the source ended: every track is lost with its last frame
-        emit(event_line(camera.id, last_seq, ev, None))
+        emit(event_line(camera.id, last_seq, ev, None, perception.last(ev.track_id)))
         summary.events += 1
     summary.camera_state = cam.state
     summary.frames_bad = cam.counters.frames_bad

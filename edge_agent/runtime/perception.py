@@ -10,7 +10,7 @@ import numpy as np
 
 from detectors.classify import Classification, Measurement, TrackClassifier
 from detectors.types import Detections
-from edge_agent.runtime.site import Site
+from edge_agent.runtime.site import Placement, Site
 from geofences.rules import TrackPoint
 
 
@@ -38,18 +38,16 @@ class CameraPerception:
         if not len(tracks):
             return Perceived([], [], {})
         at = self.site.measure(self.camera, tracks.xyxy, size)
-        labels = tracks.labels()
-        classes: list[Classification] = []
-        for i, tid in enumerate(int(t) for t in tracks.track_id):
-            finite = bool(np.isfinite(at.height_m[i]) and np.isfinite(at.width_m[i]))
-            classes.append(self.classifier.observe(tid, Measurement(
-                ts, labels[i], float(tracks.confidence[i]), float(tracks.xyxy[i, 3] - tracks.xyxy[i, 1]),
-                float(at.height_m[i]) if finite else None, float(at.width_m[i]) if finite else None,
-                (float(at.cal_x[i]), float(at.cal_y[i])) if np.isfinite(at.cal_x[i]) else None,
-                bool(at.cut[i]), bool(at.airborne[i]))))
+        classes = [self.classifier.observe(int(tid), m)
+                   for tid, m in zip(tracks.track_id, self._measurements(ts, tracks, at), strict=True)]
         ages = [ts - self.first_seen.setdefault(int(t), ts) for t in tracks.track_id]
         pixel, geo = self.site.track_points(self.camera, ts, tracks, ages, size, classes, at)
         return Perceived(pixel, geo, dict(zip((int(t) for t in tracks.track_id), classes, strict=True)))
+
+    def still(self, dets: Detections, size: tuple[int, int]) -> list[Classification]:
+        """The class of each detection in a single image (no track, no speed)."""
+        at = self.site.measure(self.camera, dets.xyxy, size)
+        return [self.classifier.once(m) for m in self._measurements(0.0, dets, at)]
 
     def rebind(self, site: Site) -> None:
         """A reloaded configuration: tracks keep their ages, and their class history while the camera stays
@@ -58,6 +56,18 @@ class CameraPerception:
         self.site = site
         if calibrated != self.classifier.calibrated:
             self.classifier = TrackClassifier(calibrated=calibrated)
+
+    @staticmethod
+    def _measurements(ts: float, dets: Detections, at: Placement) -> list[Measurement]:
+        out = []
+        for i, label in enumerate(dets.labels()):
+            finite = bool(np.isfinite(at.height_m[i]) and np.isfinite(at.width_m[i]))
+            out.append(Measurement(
+                ts, label, float(dets.confidence[i]), float(dets.xyxy[i, 3] - dets.xyxy[i, 1]),
+                float(at.height_m[i]) if finite else None, float(at.width_m[i]) if finite else None,
+                (float(at.cal_x[i]), float(at.cal_y[i])) if np.isfinite(at.cal_x[i]) else None,
+                bool(at.cut[i]), bool(at.airborne[i])))
+        return out
 
     def last(self, track_id: int) -> Classification | None:
         return self.classifier.last(track_id)
