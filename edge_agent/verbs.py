@@ -54,11 +54,16 @@ def _load(path: str | None) -> AgentConfig:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge_agent.config.cameras import classification_warning
+
     config = load_config(args.file)
     print(f"{args.file}: OK: site {config.site}, box {config.box}, {len(config.cameras)} camera(s), "
           f"{len(config.zones)} zone(s), {len(config.lines)} line(s), detector {config.detector.model} at "
           f"{config.detector.imgsz}")
     for cam in config.cameras:
+        warning = classification_warning(cam)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         if cam.calibration is not None:
             cal = cam.calibration.calibration()
             print(f"calibration {cam.id}: {len(cal.points)} ground points, reprojection error rms "

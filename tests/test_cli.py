@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.contract.ids import new_ulid
 from tests.brokers import Mosquitto, wait_for
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 VERBS = ["check-config", "config", "detect", "demo", "zones", "model"]
 
@@ -30,6 +30,25 @@ def test_help_lists_every_verb() -> None:
         assert verb in res.stdout
     for args in (["detect", "--help"], ["model", "export", "--help"], ["config", "schema", "--help"]):
         assert run_cli(*args).returncode == 0
+
+
+def test_detect_on_a_photograph_prints_every_detection_and_draws_them(tmp_path: Path, default_ov320: Path) -> None:
+    import ultralytics
+
+    photo = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+    out = tmp_path / "drawn"
+    res = run_cli("detect", str(photo), "--imgsz", "640", "--save", str(out))
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("bus.jpg detection ")]
+    assert len(lines) >= 3, res.stdout  # four people in the photograph; a person model finds most of them
+    assert all(" person conf 0." in line and " box " in line for line in lines), lines
+    assert "not calibrated" in lines[0]  # what the class rests on: no calibration, so the model's word
+    drawn = cv2.imread(str(out / "bus_detections.jpg"))
+    original = cv2.cvtColor(cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    assert drawn.shape == original.shape
+    coloured = (drawn.astype(int).max(axis=2) - drawn.astype(int).min(axis=2)) > 60  # the boxes are in colour
+    assert coloured.sum() > 1000
+    assert f"one image, {len(lines)} detections" in res.stderr
 
 
 @pytest.mark.slow
@@ -180,3 +199,13 @@ def test_watch_skips_hostile_alerts_and_shows_the_next_good_one_escaped(tmp_path
     stderr = err.decode()
     assert watch.returncode == 0 and "Traceback" not in stderr, stderr
     assert "border/s1/b1/alerts: not an alert: " in stderr and len(stderr.splitlines()) <= 3  # rate-limited
+
+
+def test_check_config_warns_of_a_camera_that_cannot_tell_animals_from_people(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("site: s\nbox: b\ncameras:\n  - {id: north, source: sim://quiet}\n")
+    res = run_cli("check-config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "warning: camera north has no geo-calibration: it cannot tell animals from people" in res.stderr
+    demo = run_cli("check-config", str(ROOT / "configs" / "demo.yaml"))  # calibrated: nothing to warn of
+    assert demo.returncode == 0 and "cannot tell" not in demo.stderr, demo.stderr

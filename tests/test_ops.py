@@ -51,7 +51,9 @@ def test_doctor_reports_missing_camera_wrong_password_and_unwritable_state(tmp_p
                          r"mqtt\.username and mqtt\.password_file", out, re.M), out
         assert re.search(r"^FAIL state directory: .*blocker/state is not writable: .*\n     fix: ", out, re.M), out
         assert "wrong-password" not in out + bad.stderr
-        assert re.search(r"doctor: FAIL \([34] failed, 0 warnings\)$", out.rstrip())  # the model needs the state dir
+        assert re.search(r"^WARN camera cam-1 classes: it cannot tell animals from people .*\n     fix: survey 4\+ "
+                         r"ground points", out, re.M), out  # no calibration: no real sizes
+        assert re.search(r"doctor: FAIL \([34] failed, 1 warnings\)$", out.rstrip())  # the model needs the state dir
 
         good = _doctor(tmp_path, {**base, "state_dir": str(tmp_path / "state"),
                                   "cameras": [{"id": "cam-1", "source": "sim://quiet", "pixel_format": "y16"}],

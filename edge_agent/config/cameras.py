@@ -80,3 +80,11 @@ class CameraConfig(Strict):
             offset=self.offset, polarity=self.polarity, stall_s=self.stall_s, backoff_min_s=self.backoff_min_s,
             backoff_max_s=self.backoff_max_s, pace=pace, loop=self.loop,
         )
+
+
+def classification_warning(cam: CameraConfig) -> str | None:
+    """What a field engineer must hear about a camera that cannot tell animals from people."""
+    if cam.calibration is not None:
+        return None
+    return (f"camera {cam.id} has no geo-calibration: it cannot tell animals from people (a warm dog the person "
+            "model calls a person counts as one); add cameras[].calibration points (README: geo-calibration)")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.config.agent import AgentConfig
-from edge_agent.config.cameras import CameraConfig
+from edge_agent.config.cameras import CameraConfig, classification_warning
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.sensors import FixedSensorConfig
 from edge_agent.runtime.diskguard import DiskGuard, is_disk_full
@@ -291,6 +291,10 @@ def run_checks(config: AgentConfig, camera_timeout_s: float = 10.0, listen_s: fl
     for cam in config.cameras:
         if cam.enabled:
             yield _guard(f"camera {cam.id}", partial(check_camera, cam, min(camera_timeout_s, cam.stall_s)))
+            warning = classification_warning(cam)
+            if warning:
+                yield Check(WARN, f"camera {cam.id} classes", warning.split(": ", 1)[1],
+                            "survey 4+ ground points in view and add them as cameras[].calibration")
     for s in config.fixed_sensors:
         yield _guard(f"{s.kind} sensor {s.id}", partial(check_line_sensor, s, listen_s))
     if model and any(c.enabled for c in config.cameras):
