@@ -22,6 +22,7 @@ from edge_agent.verbs import (
     cmd_model_export,
     cmd_model_fetch,
     cmd_model_list,
+    cmd_rehearse,
     cmd_run,
     cmd_watch,
     cmd_zones_preview,
@@ -75,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the agent: sensors, detection, rules, fusion, incident log, MQTT delivery")
     s.add_argument("-c", "--config", required=True, help="the box's YAML config")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("rehearse", help="score a site's zones, lines and fusion against synthetic scenes: Pd per "
+                       "rule, nuisance alerts per hour, time to alert, class confusion, Pd by range")
+    s.add_argument("scenario", nargs="+", help="sim://NAME[?options], a scene name or a scenario .yaml file")
+    s.add_argument("-c", "--config", required=True, help="the box's YAML config (its camera, zones, lines, fusion)")
+    s.add_argument("--camera", help="the camera whose source the scenes replace (needed with several)")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    s.add_argument("--min-pd", type=float, metavar="P", help="exit 1 when the total Pd is below P")
+    s.add_argument("--max-nuisance-per-h", type=float, metavar="N", help="exit 1 above N nuisance alerts per hour")
+    s.add_argument("--at", metavar="ISO", help="time of the first frame, RFC 3339 (default now; schedules apply)")
+    s.set_defaults(func=cmd_rehearse)
 
     s = sub.add_parser("incidents", help="review the incident log: list, show, export, stats, verify")
     ins = s.add_subparsers(dest="what", required=True, metavar="WHAT")
