@@ -11,6 +11,7 @@ import numpy as np
 from detectors.yolo import YoloDetector
 from edge_agent.config.agent import AgentConfig
 from edge_agent.runtime.detection import build_pipeline
+from edge_agent.runtime.perception import CameraPerception
 from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
 from sensors.frames import ThermalFrame
@@ -19,9 +20,9 @@ from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()  # 13:00 in Vienna
 ZONE_M = [(-2.0, 16.0), (3.0, 16.0), (3.0, 22.0), (-2.0, 22.0)]  # ground metres (x east, y north)
 LINE_Y = 24.0
-# The default model knows only people, and a dog can look like one to it: the site's person rules keep
-# objects under a metre tall out (the height comes through the geo-calibration).
-PERSON = {"labels": ["person"], "min_height_m": 1.0}
+# The default model knows only people, and a dog can look like one to it: the classifier (through the
+# geo-calibration) tells them apart, so person rules need no more than their default filters.
+PERSON = {"labels": ["person"]}
 
 
 def intrusion_config(scene: ThermalScene, model: Path) -> dict:
@@ -57,12 +58,16 @@ def run_intrusion(model: Path) -> tuple[list[ZoneEvent], ThermalScene]:
     site = Site.from_config(config)
     engine = site.engine()
     pipeline = build_pipeline(config, YoloDetector(config.detector))
-    first_seen: dict[int, float] = {}
+    perception = CameraPerception(site, "cam")
     events: list[ZoneEvent] = []
     for i in range(scene.frame_count):
         ts = T0 + i / scene.params.fps
-        result = pipeline.process(ThermalFrame("cam", i, ts, scene.render(i)[0], SIM_SCALE, SIM_OFFSET))
-        ages = [ts - first_seen.setdefault(int(t), ts) for t in result.tracks.track_id]
-        pixel, geo = site.track_points("cam", ts, result.tracks, ages)
-        events += engine.update("cam", ts, pixel, geo)
+        counts = scene.render(i)[0]
+        result = pipeline.process(ThermalFrame("cam", i, ts, counts, SIM_SCALE, SIM_OFFSET))
+        seen = perception.frame(ts, result.tracks, (counts.shape[1], counts.shape[0]))
+        events += engine.update("cam", ts, seen.pixel, seen.geo)
+        for ev in result.events:
+            if ev.kind == "lost":
+                perception.lost(ev.track_id)
+                engine.forget("cam", ev.track_id)
     return events, scene
