@@ -34,7 +34,7 @@ BANDS_M = ((0, 30), (30, 60), (60, 90), (90, 120), (120, 150))
 CLASS_COLUMNS = ("person", "vehicle", "animal", "unknown", "missed")
 MIN_IOU = 0.3
 CAUSE_RADIUS_M = 10.0  # an alert further than this from every actor was raised by nothing in the scene
-TruthKind = Literal["entry", "exit", "loitering", "line_crossing"]
+TruthKind = Literal["entry", "exit", "loitering", "line_crossing", "presence"]
 Outcome = Literal["alerted", "covered", "missed"]
 
 
@@ -125,6 +125,7 @@ def truth_events(truth: SceneTruth, engine: RuleEngine, plane: LocalPlane | None
     scene = truth.scene
     times = np.arange(scene.frame_count) / truth.fps
     out: list[TruthEvent] = []
+    crowds: dict[str, list[_Path]] = {}  # zones with max_count: every person's path through them
     for actor in scene.scenario.actors:
         if actor.label != "person":
             continue
@@ -145,7 +146,28 @@ def truth_events(truth: SceneTruth, engine: RuleEngine, plane: LocalPlane | None
                 x, y = np.asarray(u, np.float64), np.asarray(v, np.float64)
             track = _Path(actor, times, present, x, y, np.hypot(gx, gy), t0)
             out += _zone_truth(r, track) if isinstance(r, ZoneRule) else _line_truth(r, track)
+            if isinstance(r, ZoneRule) and r.max_count is not None:
+                crowds.setdefault(r.id, []).append(track)
+    for z in engine.zones:
+        if z.rule.id in crowds:
+            out += _presence_truth(z.rule, crowds[z.rule.id])
     return sorted(out, key=lambda e: (e.t, e.place, e.actor))
+
+
+def _presence_truth(rule: ZoneRule, paths: list[_Path]) -> list[TruthEvent]:
+    """More people inside at once than the zone's max_count (once per time the count goes over)."""
+    inside = np.array([p.present & shapely.contains_xy(rule.polygon, p.x, p.y) for p in paths])
+    count = inside.sum(axis=0)
+    assert rule.max_count is not None
+    over = count > rule.max_count
+    out = []
+    first = paths[0]
+    for i in np.flatnonzero(over & ~np.r_[False, over[:-1]]).tolist():
+        if rule.schedule.active(first.t0 + float(first.times[i])):
+            near = float(np.mean([p.distance[i] for p, ins in zip(paths, inside[:, i], strict=True) if ins]))
+            out.append(TruthEvent(rule.id, "presence", 0, f"{int(count[i])} people", float(first.times[i]),
+                                  round(near, 1), None))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
