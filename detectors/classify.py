@@ -50,6 +50,7 @@ class Physics:
     speed_window_s: float = 2.0
     min_speed_span_s: float = 0.6  # positions over less time give no speed
     verdict_s: float = 4.0  # votes the class rests on
+    recent_s: float = 1.5  # ... of which these alone can make a person (one stepping out from behind a rock)
     min_votes: int = 3
     min_box_px: float = 8.0  # smaller boxes measure too coarsely to vote on size
 
@@ -194,12 +195,15 @@ class TrackClassifier:
         # A person seen as one for most of the track's life stays one while a rock hides the legs (the foot
         # point then jumps back, and the size with it) or they crouch.
         life_person = st.life["person"] / max(1, sum(st.life.values()))
+        recent = [k for ts, k in st.votes if ts >= st.votes[-1][0] - p.recent_s]
+        recent_person = recent.count("person") / len(recent)
         label: Klass = "unknown"
-        if share["person"] >= 0.5 or (life_person >= 0.5 and share["vehicle"] < 0.6):
+        if (share["person"] >= 0.5 or (recent_person >= 0.6 and len(recent) >= p.min_votes)
+                or (life_person >= 0.5 and share["vehicle"] < 0.6)):
             label = "person"
         elif share["vehicle"] >= 0.6:
             label = "vehicle"
-        elif share["animal"] >= 0.7 and share["person"] < 0.15 and life_person < 0.3:
+        elif share["animal"] >= 0.7 and share["person"] < 0.15 and recent_person == 0 and life_person < 0.3:
             label = "animal"  # an animal only when hardly anything ever said person
         return Classification(label, True, reason, feats.h, feats.w, feats.speed)
 

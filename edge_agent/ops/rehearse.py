@@ -24,11 +24,13 @@ from edge_agent.ops.scoring import (
     CLASS_COLUMNS,
     SceneTruth,
     Score,
+    TrackClasses,
     TrackSighting,
     TruthEvent,
     confusion,
     match,
     nuisance_cause,
+    track_classes,
     truth_events,
 )
 from edge_agent.runtime.detection import build_detector, build_pipeline
@@ -52,6 +54,7 @@ class ScenarioRun:
     alerts: tuple[Alert, ...]
     score: Score
     wall_s: float
+    tracks: tuple[TrackClasses, ...] = ()  # each track's classes over its life, and the actor it covered
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,7 @@ def _run(config: AgentConfig, cam: CameraConfig, detector: Detector, name: str, 
                       nuisance_cause(a, truth, site.plane, t0)) for a in outcomes.nuisance)
     score = Score(scene.frame_count / fps / 3600.0, outcomes.events, nuisance, confusion(truth, sightings))
     return ScenarioRun(name, url, scene.frame_count, fps, tuple(events), tuple(alerts), score,
-                       time.monotonic() - began)
+                       time.monotonic() - began, tuple(track_classes(truth, sightings)))
 
 
 # -- verdict and reports ------------------------------------------------------------------------------------------

@@ -297,32 +297,50 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def confusion(truth: SceneTruth, sightings: Sequence[TrackSighting]) -> dict[str, dict[str, int]]:
-    """Rows: actor kinds; columns: the class each track covering that actor settled on over its life (majority of
-    its settled frames), or ``missed`` for an actor no track ever covered. A track on nothing is a ``none`` row."""
+@dataclass(frozen=True, slots=True)
+class TrackClasses:
+    """One track over its life: the actor it covered most (IoU > MIN_IOU), and its settled class per frame."""
+
+    track_id: int
+    actor_id: int | None
+    actor_kind: str  # "none" for a track on nothing
+    settled: dict[str, int]  # class -> frames settled as that class
+
+    @property
+    def label(self) -> str:
+        """The class the track settled on over its life (majority of its settled frames)."""
+        return max(self.settled, key=lambda k: self.settled[k]) if self.settled else "unknown"
+
+
+def track_classes(truth: SceneTruth, sightings: Sequence[TrackSighting]) -> list[TrackClasses]:
     by_track: dict[int, list[TrackSighting]] = defaultdict(list)
     for s in sightings:
         by_track[s.track_id].append(s)
-    rows: dict[str, dict[str, int]] = {}
-
-    def count(row: str, col: str) -> None:
-        rows.setdefault(row, dict.fromkeys(CLASS_COLUMNS, 0))[col] += 1
-
-    covered: set[int] = set()
-    for seen in by_track.values():
-        settled = Counter(s.label for s in seen if s.settled)
-        label = settled.most_common(1)[0][0] if settled else "unknown"
+    out = []
+    for tid, seen in by_track.items():
         actors: Counter[int] = Counter()
         for s in seen:
             best = max(((iou(s.bbox, o.bbox), o.track_id) for o in truth.objects.get(s.frame, [])), default=(0.0, 0))
             if best[0] > MIN_IOU:
                 actors[best[1]] += 1
         actor = truth.actor(actors.most_common(1)[0][0]) if actors else None
-        if actor is None:
-            count("none", label)
-            continue
-        covered.add(actor.track_id)
-        count(actor_kind(actor), label if label in CLASS_COLUMNS else "unknown")
+        out.append(TrackClasses(tid, actor.track_id if actor else None, actor_kind(actor) if actor else "none",
+                                dict(Counter(s.label for s in seen if s.settled))))
+    return out
+
+
+def confusion(truth: SceneTruth, sightings: Sequence[TrackSighting]) -> dict[str, dict[str, int]]:
+    """Rows: actor kinds; columns: the class each track covering that actor settled on over its life (majority of
+    its settled frames), or ``missed`` for an actor no track ever covered. A track on nothing is a ``none`` row."""
+    rows: dict[str, dict[str, int]] = {}
+
+    def count(row: str, col: str) -> None:
+        rows.setdefault(row, dict.fromkeys(CLASS_COLUMNS, 0))[col] += 1
+
+    tracks = track_classes(truth, sightings)
+    for t in tracks:
+        count(t.actor_kind, t.label if t.label in CLASS_COLUMNS else "unknown")
+    covered = {t.actor_id for t in tracks}
     for actor in truth.scene.scenario.actors:
         if actor.track_id not in covered:
             count(actor_kind(actor), "missed")
