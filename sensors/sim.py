@@ -10,13 +10,15 @@ so detection and tracking can be measured. Everything is deterministic for a see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import cv2
 import numpy as np
+
+from sensors.simdraw import draw_actor, draw_occluder
 
 Label = Literal["person", "vehicle", "animal"]
 
@@ -25,7 +27,8 @@ COUNTS_PER_K = 100.0  # TLinear 0.01 K/count
 SIM_SCALE = 1.0 / COUNTS_PER_K
 SIM_OFFSET = -KELVIN
 EARTH_M_PER_DEG = 111_320.0
-SIM_ORIGIN = (46.55, 15.65)  # lat/lon of the camera mast (ground x = 0, y = 0) in every scene
+SIM_ORIGIN = (46.55, 15.65)  # lat/lon of the camera mast (ground x = 0, y = 0) in the named scenes
+SIM_ORIGIN_DEFAULT = SIM_ORIGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,10 @@ class Actor:
     keyframes: tuple[tuple[float, float, float], ...]
     temp_c: float = 30.0
     size: float = 1.0  # height multiplier for people, length multiplier for vehicles and animals
-    kind: str = ""  # "dog", "deer", "car", "truck"
+    kind: str = ""  # "dog", "sheep", "cow", "deer", "bird", "car", "truck"
+    gait: str = ""  # people: "walking", "running", "crawling"
+    altitude_m: float = 0.0  # birds fly
+    keep_heading: bool = False  # scenario files: a pause keeps the way it faced (and end-on views are drawn)
 
     def __post_init__(self) -> None:
         if len(self.keyframes) < 2:
@@ -97,16 +103,18 @@ class Actor:
         ks = self.keyframes
         if t < ks[0][0] or t > ks[-1][0]:
             return None
-        walked = 0.0
+        walked, facing = 0.0, 0.0
         for (t0, x0, y0), (t1, x1, y1) in zip(ks, ks[1:], strict=False):
             seg = math.hypot(x1 - x0, y1 - y0)
+            if seg and self.keep_heading:
+                facing = (x1 - x0) / seg
             if t <= t1:
                 a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
-                dx = (x1 - x0) / seg if seg else 0.0
+                dx = (x1 - x0) / seg if seg else (facing if self.keep_heading else 0.0)
                 return x0 + a * (x1 - x0), y0 + a * (y1 - y0), dx, walked + a * seg
             walked += seg
         _t_last, x_last, y_last = ks[-1]
-        return x_last, y_last, 0.0, walked
+        return x_last, y_last, facing, walked
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,17 @@ class TruthObject:
     ground_xy: tuple[float, float]
     visible: float  # fraction of the actor's pixels that are not hidden or cut by the frame edge
     temp_c: float
+    kind: str = ""  # a person's gait, an animal's species, a vehicle's type (where the scene names it)
+
+
+@dataclass(frozen=True, slots=True)
+class Weather:
+    """What the air and the mast do to the picture; everything off by default."""
+
+    fog_visibility_m: float | None = None  # contrast falls as exp(-distance / visibility) towards the air
+    rain: float = 0.0  # 0..1: attenuation like fog (visibility 300 m / rain) and streaks
+    shimmer_px: float = 0.0  # heat shimmer: a smooth random displacement each frame, stronger far away
+    shake_px: float = 0.0  # camera shake: a random translation each frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +162,31 @@ class Scenario:
     ambient_c: float = 8.0
     fence_y: float = 42.0
     track_y: float = 24.0
+    ground_c: float | None = None  # the ground's mean temperature; None: the air's (the named scenes)
+    camera: CameraModel | None = None  # the mount; None: the default one
+    mast: tuple[float, float] = SIM_ORIGIN_DEFAULT  # lat/lon of the mast (ground x = 0, y = 0)
+    weather: Weather = field(default_factory=Weather)
+    fence: bool = True
+    fps: float | None = None  # the scene's own frame rate; None: 10 (a URL's fps= wins)
+
+    def latlon_of(self, x: float, y: float) -> tuple[float, float]:
+        """Ground metres (x east, y north of the mast) to lat/lon."""
+        lat0, lon0 = self.mast
+        return lat0 + y / EARTH_M_PER_DEG, lon0 + x / (EARTH_M_PER_DEG * math.cos(math.radians(lat0)))
+
+    def xy_of(self, lat: float, lon: float) -> tuple[float, float]:
+        """Lat/lon to ground metres from the mast."""
+        lat0, lon0 = self.mast
+        return (lon - lon0) * EARTH_M_PER_DEG * math.cos(math.radians(lat0)), (lat - lat0) * EARTH_M_PER_DEG
 
 
 @dataclass(slots=True)
 class SimParams:
     """Options of a ``sim://NAME?key=value`` source."""
 
-    name: str
+    name: str  # a named scene, or the path of a scenario file
     seed: int = 0
-    fps: float = 10.0
+    fps: float = 10.0  # the scene's own when not given (``given`` says which options were)
     width: int = 640
     height: int = 480
     frames: int | None = None  # default: the scenario's duration
@@ -159,15 +194,22 @@ class SimParams:
     realtime: bool = False
     noise_k: float = 0.08
     extra: dict[str, str] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()
+
+    @property
+    def is_file(self) -> bool:
+        return self.name.endswith(SCENARIO_SUFFIXES)
 
     @classmethod
     def parse(cls, url: str) -> SimParams:
         parts = urlsplit(url)
-        if parts.scheme != "sim" or not parts.netloc:
-            raise ValueError(f"not a synthetic scene URL: {url!r} (expected sim://NAME, e.g. sim://border)")
-        name = parts.netloc
-        if name not in SCENARIOS:
-            raise ValueError(f"unknown synthetic scene {name!r} in {url!r}; known: {', '.join(sorted(SCENARIOS))}")
+        name = parts.netloc + parts.path  # sim://dir/file.yaml and sim:///abs/file.yaml name files
+        if parts.scheme != "sim" or not name:
+            raise ValueError(f"not a synthetic scene URL: {url!r} (expected sim://NAME, e.g. sim://border, or "
+                             "sim://path/to/scene.yaml)")
+        if name not in SCENARIOS and not name.endswith(SCENARIO_SUFFIXES):
+            raise ValueError(f"unknown synthetic scene {name!r} in {url!r}; known: {', '.join(sorted(SCENARIOS))}, "
+                             "or a scenario file (.yaml)")
         p = cls(name=name)
         converters: dict[str, Callable[[str], object]] = {
             "seed": int, "fps": float, "width": int, "height": int, "frames": int,
@@ -181,9 +223,13 @@ class SimParams:
                 setattr(p, key, conv(value))
             except ValueError as exc:
                 raise ValueError(f"bad value {value!r} for {key!r} in {url!r}: {exc}") from exc
+            p.given |= {key}
         if p.fps <= 0 or p.width < 64 or p.height < 64:
             raise ValueError(f"{url!r}: fps must be > 0 and the frame at least 64x64")
         return p
+
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")
 
 
 def _flag(value: str) -> bool:
@@ -200,7 +246,13 @@ class ThermalScene:
     def __init__(self, scenario: Scenario, params: SimParams) -> None:
         self.scenario = scenario
         self.params = params
-        self.camera = CameraModel(width=params.width, height=params.height)
+        cam = scenario.camera or CameraModel(width=params.width, height=params.height)
+        if {"width", "height"} & params.given:  # the URL's size wins over a scenario file's
+            cam = replace(cam, width=params.width, height=params.height)
+        if "fps" not in params.given and scenario.fps:
+            params.fps = scenario.fps
+        params.width, params.height = cam.width, cam.height
+        self.camera = cam
         self.frame_count = params.frames or int(round(scenario.duration_s * params.fps))
         rng = np.random.default_rng(params.seed)
         self._fixed_pattern = rng.normal(0.0, params.noise_k * 0.6, (params.height, params.width)).astype(
@@ -211,10 +263,20 @@ class ThermalScene:
     @classmethod
     def from_url(cls, url: str) -> ThermalScene:
         params = SimParams.parse(url)
+        if params.is_file:
+            from sensors.scenario import load_scenario
+
+            return cls(load_scenario(params.name), params)
         return cls(SCENARIOS[params.name](), params)
 
-    def ground_to_latlon(self, x: float, y: float, origin: tuple[float, float] = SIM_ORIGIN) -> tuple[float, float]:
-        lat0, lon0 = origin
+    @classmethod
+    def from_file(cls, path: str, **options: str) -> ThermalScene:
+        """A scenario file, with the URL's options (``seed="1"``, ``fps="5"``, ...)."""
+        query = "&".join(f"{k}={v}" for k, v in options.items())
+        return cls.from_url(f"sim://{path}" + (f"?{query}" if query else ""))
+
+    def ground_to_latlon(self, x: float, y: float, origin: tuple[float, float] | None = None) -> tuple[float, float]:
+        lat0, lon0 = origin or self.scenario.mast
         lat = lat0 + y / EARTH_M_PER_DEG
         lon = lon0 + x / (EARTH_M_PER_DEG * math.cos(math.radians(lat0)))
         return lat, lon
@@ -235,23 +297,25 @@ class ThermalScene:
             phase = rng.uniform(0, 2 * np.pi, 4)
             tex += amp * np.sin(k * gx_f + phase[0]) * np.cos(k * 0.8 * gy_f + phase[1])
             tex += amp * 0.6 * np.sin(k * 0.7 * (gx_f + gy_f) + phase[2])
-        temp = sc.ambient_c + 0.6 * tex - 0.02 * np.clip(gy_f, 0, 200)
+        ground = sc.ambient_c if sc.ground_c is None else sc.ground_c
+        temp = ground + 0.6 * tex - 0.02 * np.clip(gy_f, 0, 200)
         on_track = np.abs(gy_f - sc.track_y) < 2.0
         temp = np.where(on_track, temp + 2.5, temp)  # packed earth holds the day's heat
         temp = np.where(sky, sc.ambient_c - 22.0 + 6.0 * (vv / h), temp)
         temp = temp.astype(np.float32)
+        self._distance = np.where(sky, 1e4, np.hypot(gx_f, gy_f)).astype(np.float32)  # what fog lies over
         # fence: posts every 3 m and three wires, a little colder than the ground (radiating to the sky)
-        for px in np.arange(-60.0, 60.1, 3.0):
+        for px in (np.arange(-60.0, 60.1, 3.0) if sc.fence else ()):
             u0, v0 = cam.project(np.array([px]), np.array([sc.fence_y]), np.array([0.0]))
             u1, v1 = cam.project(np.array([px]), np.array([sc.fence_y]), np.array([2.4]))
             thick = max(1, int(round(0.12 * cam.px_per_m(sc.fence_y))))
             cv2.line(temp, (int(u0[0]), int(v0[0])), (int(u1[0]), int(v1[0])), sc.ambient_c - 3.0, thick)
-        for wire_z in (0.6, 1.4, 2.2):
+        for wire_z in (0.6, 1.4, 2.2) if sc.fence else ():
             xs = np.array([-60.0, 60.0])
             u, v = cam.project(xs, np.full(2, sc.fence_y), np.full(2, wire_z))
             cv2.line(temp, (int(u[0]), int(v[0])), (int(u[1]), int(v[1])), sc.ambient_c - 4.0, 1)
         for occ in sc.occluders:
-            _draw_occluder(temp, None, cam, occ)
+            draw_occluder(temp, None, cam, occ)
         return temp
 
     # -- frames ----------------------------------------------------------------------------------------
@@ -275,12 +339,12 @@ class ThermalScene:
         for _depth, thing, state in drawables:
             mask = np.zeros((cam.height, cam.width), dtype=np.uint8)
             if isinstance(thing, Occluder):
-                _draw_occluder(temp, mask, cam, thing)
+                draw_occluder(temp, mask, cam, thing)
                 id_mask[mask > 0] = 0
                 continue
             assert state is not None
             x, y, heading, walked = state
-            _draw_actor(temp, mask, cam, thing, x, y, heading, walked, t)
+            draw_actor(temp, mask, cam, thing, x, y, heading, walked, t)
             id_mask[mask > 0] = thing.track_id
             drawn.append((thing, state, mask))
         for actor, (x, y, _heading, _walked), mask in drawn:
@@ -302,186 +366,56 @@ class ThermalScene:
                     ground_xy=(x, y),
                     visible=n_vis / total,
                     temp_c=actor.temp_c,
+                    kind=actor.gait or actor.kind,
                 )
             )
         rng = np.random.default_rng((self.params.seed, index))
+        if self.scenario.weather != Weather():
+            temp, truths = self._weather(temp, truths, drawn, index)
         optics = cv2.GaussianBlur(temp, (0, 0), 0.8)
         shot = rng.standard_normal(optics.shape, dtype=np.float32) * np.float32(self.params.noise_k)
         noisy = optics + self._fixed_pattern + shot
         counts = np.clip((noisy + KELVIN) * COUNTS_PER_K, 0, 65535).astype(np.uint16)
         return counts, truths
 
-
-# -- drawing -----------------------------------------------------------------------------------------------
-
-
-def _pt(cam: CameraModel, x: float, y: float, z: float) -> tuple[float, float]:
-    u, v = cam.project(np.array([x]), np.array([y]), np.array([z]))
-    return float(u[0]), float(v[0])
-
-
-def _fill(temp: np.ndarray, mask: np.ndarray | None, pts: Sequence[tuple[float, float]], value: float) -> None:
-    arr = np.round(np.array(pts, dtype=np.float64) * 16).astype(np.int32).reshape(-1, 1, 2)
-    cv2.fillPoly(temp, [arr], float(value), lineType=cv2.LINE_8, shift=4)
-    if mask is not None:
-        cv2.fillPoly(mask, [arr], 255, lineType=cv2.LINE_8, shift=4)
-
-
-def _limb(
-    temp: np.ndarray, mask: np.ndarray | None, a: tuple[float, float], b: tuple[float, float],
-    width_px: float, value: float,
-) -> None:
-    """A limb as a quadrilateral with rounded ends (a thick line that keeps sub-pixel widths)."""
-    ax, ay = a
-    bx, by = b
-    dx, dy = bx - ax, by - ay
-    n = math.hypot(dx, dy) or 1.0
-    ox, oy = -dy / n * width_px / 2.0, dx / n * width_px / 2.0
-    _fill(temp, mask, [(ax + ox, ay + oy), (bx + ox, by + oy), (bx - ox, by - oy), (ax - ox, ay - oy)], value)
-    r = max(1, int(round(width_px / 2.0)))
-    for cx, cy in (a, b):
-        cv2.circle(temp, (int(round(cx)), int(round(cy))), r, float(value), -1)
-        if mask is not None:
-            cv2.circle(mask, (int(round(cx)), int(round(cy))), r, 255, -1)
-
-
-def _ellipse(
-    temp: np.ndarray, mask: np.ndarray | None, c: tuple[float, float], axes: tuple[float, float], value: float,
-    angle: float = 0.0,
-) -> None:
-    center = (int(round(c[0] * 16)), int(round(c[1] * 16)))
-    ax = (max(16, int(round(axes[0] * 16))), max(16, int(round(axes[1] * 16))))
-    cv2.ellipse(temp, center, ax, angle, 0, 360, float(value), -1, cv2.LINE_8, 4)
-    if mask is not None:
-        cv2.ellipse(mask, center, ax, angle, 0, 360, 255, -1, cv2.LINE_8, 4)
+    def _weather(self, temp: np.ndarray, truths: list[TruthObject],
+                 drawn: list[tuple[Actor, tuple[float, float, float, float], np.ndarray]], index: int
+                 ) -> tuple[np.ndarray, list[TruthObject]]:
+        """Fog and rain fade contrast with distance, rain streaks, heat shimmer wobbles, a shaking mast moves."""
+        w, sc = self.scenario.weather, self.scenario
+        rng = np.random.default_rng((self.params.seed, index, 7))
+        h_px, w_px = temp.shape
+        distance = self._distance.copy()
+        for _actor, (x, y, _heading, _walked), mask in drawn:
+            distance[mask > 0] = math.hypot(x, y)
+        visibility = min(w.fog_visibility_m or math.inf, 300.0 / w.rain if w.rain > 0 else math.inf)
+        if math.isfinite(visibility):
+            keep = np.exp(-distance / np.float32(visibility))
+            temp = (sc.ambient_c + (temp - sc.ambient_c) * keep).astype(np.float32)
+        if w.rain > 0:  # drops falling close to the lens: short, slightly slanted streaks at air temperature
+            for _ in range(int(150 * w.rain)):
+                x0, y0 = rng.uniform(0, w_px), rng.uniform(0, h_px)
+                length = rng.uniform(6, 18)
+                cv2.line(temp, (int(x0), int(y0)), (int(x0 + 0.2 * length), int(y0 + length)),
+                         float(sc.ambient_c + rng.normal(0.0, 1.0)), 1)
+        if w.shimmer_px > 0:  # hot air bends rays: a smooth field that changes every frame
+            coarse = rng.normal(0.0, 1.0, (2, 12, 16)).astype(np.float32)
+            far = np.clip(distance / 80.0, 0.2, 1.0) * np.float32(w.shimmer_px)
+            dx = cv2.resize(coarse[0], (w_px, h_px), interpolation=cv2.INTER_CUBIC) * far
+            dy = cv2.resize(coarse[1], (w_px, h_px), interpolation=cv2.INTER_CUBIC) * far
+            grid_x, grid_y = np.meshgrid(np.arange(w_px, dtype=np.float32), np.arange(h_px, dtype=np.float32))
+            temp = cv2.remap(temp, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if w.shake_px > 0:  # the whole picture moves; so does every true box
+            sx, sy = (float(v) for v in rng.normal(0.0, w.shake_px, 2))
+            temp = cv2.warpAffine(temp, np.array([[1, 0, sx], [0, 1, sy]], np.float32), (w_px, h_px),
+                                  borderMode=cv2.BORDER_REFLECT)
+            truths = [replace(t, bbox=_shift(t.bbox, sx, sy), full_bbox=_shift(t.full_bbox, sx, sy),
+                              foot_px=(t.foot_px[0] + sx, t.foot_px[1] + sy)) for t in truths]
+        return temp, truths
 
 
-def _draw_actor(
-    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
-    walked: float, t: float,
-) -> None:
-    if actor.label == "person":
-        _draw_person(temp, mask, cam, actor, x, y, heading, walked)
-    elif actor.label == "vehicle":
-        _draw_vehicle(temp, mask, cam, actor, x, y, heading, walked)
-    else:
-        _draw_animal(temp, mask, cam, actor, x, y, heading, walked)
-
-
-def _draw_person(
-    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
-    walked: float,
-) -> None:
-    s = cam.px_per_m(y) * actor.size
-    fu, fv = _pt(cam, x, y, 0.0)
-    body = actor.temp_c
-    skin = body + 3.5
-    clothes = body - 4.5
-    legs_t = body - 6.5
-    side = abs(heading) > 0.5  # walking across the view: seen from the side
-    stride = 0.75
-    phase = 2 * math.pi * walked / (2 * stride)
-    swing = math.sin(phase) * (0.5 if side else 0.12)
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + dx * s, fv - h * s
-
-    hip_h, knee_h, shoulder_h, neck_h = 0.92, 0.5, 1.43, 1.52
-    half_hip = 0.11 if side else 0.13
-    # legs: swing forward and back (side view) or alternate width slightly (front view)
-    for sign, leg_phase in ((-1.0, swing), (1.0, -swing)):
-        hip = p(sign * half_hip * (0.3 if side else 1.0), hip_h)
-        if side:
-            knee = p(sign * half_hip * 0.3 + leg_phase * 0.45 * np.sign(heading or 1.0), knee_h)
-            foot = p(sign * half_hip * 0.3 + leg_phase * 0.75 * np.sign(heading or 1.0), 0.05)
-        else:
-            knee = p(sign * (half_hip + 0.01), knee_h + leg_phase * 0.1)
-            foot = p(sign * (half_hip + 0.02), 0.05 + max(0.0, leg_phase) * 0.25)
-        leg_t = legs_t - (1.0 if sign > 0 and side else 0.0)
-        _limb(temp, mask, hip, knee, 0.18 * s, leg_t)
-        _limb(temp, mask, knee, foot, 0.13 * s, leg_t - 0.5)
-    # torso: a tapered trapezoid
-    sh_half = 0.16 if side else 0.23
-    waist_half = 0.13 if side else 0.17
-    _fill(
-        temp, mask,
-        [p(-waist_half, hip_h - 0.05), p(waist_half, hip_h - 0.05), p(sh_half, shoulder_h), p(-sh_half, shoulder_h)],
-        clothes,
-    )
-    _ellipse(temp, mask, p(0.0, shoulder_h - 0.02), (sh_half * s, 0.06 * s), clothes + 0.5)
-    # arms swing opposite to the legs
-    for sign, arm_phase in ((-1.0, -swing), (1.0, swing)):
-        shoulder = p(sign * (sh_half - 0.03), shoulder_h - 0.04)
-        if side:
-            elbow = p(sign * 0.02 + arm_phase * 0.25 * np.sign(heading or 1.0), 1.13)
-            hand = p(sign * 0.02 + arm_phase * 0.45 * np.sign(heading or 1.0), 0.85)
-        else:
-            elbow = p(sign * (sh_half + 0.03), 1.13)
-            hand = p(sign * (sh_half + 0.02), 0.83 + abs(arm_phase) * 0.1)
-        _limb(temp, mask, shoulder, elbow, 0.09 * s, clothes - 0.5)
-        _limb(temp, mask, elbow, hand, 0.075 * s, clothes)
-        _ellipse(temp, mask, hand, (0.045 * s, 0.05 * s), skin - 1.0)
-    # neck and head: the warmest part
-    _limb(temp, mask, p(0.0, shoulder_h - 0.02), p(0.0, neck_h + 0.04), 0.1 * s, skin - 1.0)
-    _ellipse(temp, mask, p(0.02 * np.sign(heading) if side else 0.0, 1.64), (0.085 * s, 0.115 * s), skin)
-
-
-def _draw_vehicle(
-    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
-    walked: float,
-) -> None:
-    s = cam.px_per_m(y) * actor.size
-    fu, fv = _pt(cam, x, y, 0.0)
-    d = 1.0 if heading >= 0 else -1.0
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + d * dx * s, fv - h * s
-
-    shell = actor.temp_c
-    _fill(temp, mask, [p(-2.3, 0.35), p(2.3, 0.35), p(2.3, 1.0), p(1.0, 1.1), p(0.6, 1.55),
-                       p(-1.6, 1.55), p(-2.2, 1.1), p(-2.3, 1.0)], shell)
-    _fill(temp, mask, [p(0.55, 1.12), p(0.9, 1.12), p(0.55, 1.45), p(-0.2, 1.45), p(-0.2, 1.12)], shell - 12.0)
-    _fill(temp, mask, [p(1.0, 0.5), p(2.3, 0.5), p(2.3, 1.0), p(1.0, 1.05)], shell + 35.0)  # engine bay
-    for wx in (-1.45, 1.45):
-        _ellipse(temp, mask, p(wx, 0.35), (0.36 * s, 0.36 * s), shell + 18.0)
-    _ellipse(temp, mask, p(-2.3, 0.3), (0.08 * s, 0.06 * s), shell + 60.0)  # exhaust
-
-
-def _draw_animal(
-    temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
-    walked: float,
-) -> None:
-    s = cam.px_per_m(y) * actor.size
-    fu, fv = _pt(cam, x, y, 0.0)
-    d = 1.0 if heading >= 0 else -1.0
-    big = actor.kind in ("deer", "cow", "horse")
-    length, leg_h, body_h = (1.5, 0.85, 0.45) if big else (0.8, 0.35, 0.28)
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + d * dx * s, fv - h * s
-
-    fur = actor.temp_c
-    phase = math.sin(2 * math.pi * walked / (0.9 * length))
-    for lx, ph in ((-length * 0.38, phase), (-length * 0.3, -phase), (length * 0.3, -phase), (length * 0.38, phase)):
-        _limb(temp, mask, p(lx, leg_h + 0.05), p(lx + ph * 0.12, 0.02), 0.07 * s * (1.4 if big else 1.0), fur - 1.0)
-    _ellipse(temp, mask, p(0.0, leg_h + body_h / 2), (length / 2 * s, body_h / 2 * s), fur)
-    neck_top = p(length * 0.55, leg_h + body_h + (0.35 if big else 0.12))
-    _limb(temp, mask, p(length * 0.4, leg_h + body_h * 0.6), neck_top, 0.12 * s * (1.5 if big else 1.0), fur + 0.5)
-    _ellipse(temp, mask, neck_top, (0.14 * s * (1.4 if big else 1.0), 0.09 * s), fur + 2.5)
-    _limb(temp, mask, p(-length * 0.5, leg_h + body_h * 0.7), p(-length * 0.7, leg_h + body_h * 0.3),
-          0.05 * s, fur - 2.0)
-
-
-def _draw_occluder(temp: np.ndarray, mask: np.ndarray | None, cam: CameraModel, occ: Occluder) -> None:
-    s = cam.px_per_m(occ.y)
-    cu, cv = _pt(cam, occ.x, occ.y, 0.0)
-    half = occ.width_m / 2.0
-    pts = [
-        (cu - half * s, cv + 0.05 * s), (cu - half * 0.9 * s, cv - occ.height_m * 0.6 * s),
-        (cu - half * 0.5 * s, cv - occ.height_m * s), (cu + half * 0.4 * s, cv - occ.height_m * 0.95 * s),
-        (cu + half * 0.95 * s, cv - occ.height_m * 0.5 * s), (cu + half * s, cv + 0.05 * s),
-    ]
-    _fill(temp, mask, pts, occ.temp_c)
+def _shift(box: tuple[float, float, float, float], dx: float, dy: float) -> tuple[float, float, float, float]:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
 # -- scenarios ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from edge_agent.contract.alert import Alert
 from geofences.geo import LocalPlane
 from geofences.rules import LineRule, RuleEngine, ZoneRule
 from geofences.zones import segment_crosses, side_of
-from sensors.sim import SIM_ORIGIN, Actor, ThermalScene, TruthObject
+from sensors.sim import Actor, ThermalScene, TruthObject
 
 EARLY_S, LATE_S = 2.0, 10.0
 SCORED_KINDS = frozenset({"intrusion", "loitering", "line_crossing", "fused"})
@@ -102,17 +102,14 @@ class SceneTruth:
 
 
 def _mast(scene: ThermalScene) -> tuple[float, float]:
-    """Where the scene's camera stands: the scenario's mast when it names one, else the named scenes' origin."""
-    mount = getattr(scene.scenario, "mount", None) or getattr(scene.scenario, "camera", None)
-    latlon = getattr(mount, "latlon", None)
-    return (float(latlon[0]), float(latlon[1])) if latlon else SIM_ORIGIN
+    """Where the scene's camera stands (the named scenes' origin unless a scenario file says otherwise)."""
+    return scene.scenario.mast
 
 
 def actor_kind(actor: Actor) -> str:
     """A confusion row: a person's gait, an animal's species, a vehicle's type; the label where none is given."""
-    gait = getattr(actor, "gait", "")
     if actor.label == "person":
-        return f"person {gait}" if gait else "person"
+        return f"person {actor.gait}" if actor.gait else "person"
     return actor.kind or actor.label
 
 
