@@ -150,7 +150,9 @@ class TrackClassifier:
         if physics in (None, "unknown") and model in ("vehicle", "animal"):
             return model, feats  # a model that knows animals and vehicles decides where physics cannot
         if feats.h is None and not feats.airborne:
-            return model, feats  # cut by the frame's edge or too small to measure: only the model speaks
+            # cut by the frame's edge or too small to measure: only a model that knows more than people speaks
+            # (a person model says "person" of half a cow coming into view)
+            return (model if model in ("vehicle", "animal") else None), feats
         return physics, feats
 
     def _physics_vote(self, feats: _Features) -> Klass | None:
@@ -203,8 +205,10 @@ class TrackClassifier:
             label = "person"
         elif share["vehicle"] >= 0.6:
             label = "vehicle"
-        elif share["animal"] >= 0.7 and share["person"] < 0.15 and recent_person == 0 and life_person < 0.3:
-            label = "animal"  # an animal only when hardly anything ever said person
+        elif (share["animal"] + share["vehicle"] >= 0.7 and share["person"] < 0.15 and recent_person == 0
+              and life_person < 0.3):
+            # not a person, hardly anything ever said so: an animal (or a vehicle, where those votes lead)
+            label = "vehicle" if share["vehicle"] > share["animal"] else "animal"
         return Classification(label, True, reason, feats.h, feats.w, feats.speed)
 
 

@@ -80,9 +80,11 @@ def test_a_box_cut_by_the_frame_edge_does_not_vote_on_its_size() -> None:
     ms = [Measurement(m.ts, m.model_label, m.confidence, m.height_px, 0.6, 2.0, m.ground_xy, cut=True)
           for m in _walk(0.6, 2.0, 0.3)]  # would be a crawler if its size were believed
     c = TrackClassifier()
-    last = [c.observe(1, m) for m in ms][-1]
-    assert last.label == "person"  # the model's word alone: a person model says person
-    assert last.height_m is None
+    seen = [c.observe(1, m) for m in ms]
+    assert all(not r.settled for r in seen)  # a person model's "person" of half a cow is no evidence
+    assert seen[-1].height_m is None
+    whole = [c.observe(1, m) for m in _walk(1.75, 0.6, 1.4, seconds=1.0)]  # it comes fully into view
+    assert whole[-1].label == "person" and whole[-1].settled
 
 
 def test_an_uncalibrated_camera_takes_the_models_word() -> None:
