@@ -544,7 +544,7 @@ def test_library_defaults_come_from_the_library() -> None:
     assert ScheduleConfig.model_fields["timezone"].default == library_default(Window, "tz")
     assert set(WindowConfig(start="00:00", end="01:00").days) == library_default(Window, "days")
     # the box's own policy, stricter than the library's neutral defaults (kept on purpose)
-    box_policy = {(FilterConfig, "min_confidence"): (0.3, Filters().min_confidence),
+    box_policy = {(FilterConfig, "min_confidence"): (0.2, Filters().min_confidence),
                   (FilterConfig, "min_age_s"): (0.5, Filters().min_age_s),
                   (ZoneConfig, "cooldown_s"): (60.0, library_default(ZoneRule, "cooldown_s")),
                   (LineConfig, "cooldown_s"): (60.0, library_default(LineRule, "cooldown_s"))}

@@ -66,7 +66,10 @@ class FilterConfig(Strict):
         library_default(Filters, "unknown"),
         description="What a track whose class cannot be told (a crawling person and a dog look alike) does to "
         "a rule about people: alert one severity lower, alert like a person, or nothing.")
-    min_confidence: Real = Field(0.3, ge=0, le=1, description="Weaker detections count as nowhere.")
+    min_confidence: Real = Field(
+        0.2, ge=0, le=1,
+        description="Tracks whose best detection of the last 3 s is weaker count as nowhere (a track starts only "
+        "on a detection of tracker.high_confidence, 0.25 by default).")
     min_height_px: Real = Field(library_default(Filters, "min_height_px"), ge=0,
                                 description="Smaller boxes count as nowhere.")
     min_height_m: Real = Field(

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,8 @@ from detectors.classify import Classification, Measurement, TrackClassifier
 from detectors.types import Detections
 from edge_agent.runtime.site import Placement, Site
 from geofences.rules import TrackPoint
+
+TRACK_CONFIDENCE_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,7 @@ class CameraPerception:
     camera: str
     classifier: TrackClassifier = field(init=False)
     first_seen: dict[int, float] = field(default_factory=dict)
+    confidences: dict[int, deque[tuple[float, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.classifier = TrackClassifier(calibrated=self.camera in self.site.calibrations)
@@ -41,7 +45,17 @@ class CameraPerception:
         classes = [self.classifier.observe(int(tid), m)
                    for tid, m in zip(tracks.track_id, self._measurements(ts, tracks, at), strict=True)]
         ages = [ts - self.first_seen.setdefault(int(t), ts) for t in tracks.track_id]
-        pixel, geo = self.site.track_points(self.camera, ts, tracks, ages, size, classes, at)
+        # A far person gives weak detections (0.15-0.25) frame after frame; the track is as sure as its best
+        # detection of the last seconds, which a rule's min_confidence then weighs.
+        best = []
+        for tid, conf in zip(tracks.track_id.tolist(), tracks.confidence.tolist(), strict=True):
+            history = self.confidences.setdefault(int(tid), deque())
+            history.append((ts, float(conf)))
+            while history[0][0] < ts - TRACK_CONFIDENCE_S:
+                history.popleft()
+            best.append(max(c for _, c in history))
+        sure = Detections(tracks.xyxy, np.array(best, np.float32), tracks.label_id, tracks.track_id)
+        pixel, geo = self.site.track_points(self.camera, ts, sure, ages, size, classes, at)
         return Perceived(pixel, geo, dict(zip((int(t) for t in tracks.track_id), classes, strict=True)))
 
     def still(self, dets: Detections, size: tuple[int, int]) -> list[Classification]:
@@ -74,4 +88,5 @@ class CameraPerception:
 
     def lost(self, track_id: int) -> None:
         self.first_seen.pop(track_id, None)
+        self.confidences.pop(track_id, None)
         self.classifier.forget(track_id)
