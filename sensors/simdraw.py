@@ -13,7 +13,7 @@ the product's classifier measures them through the geo-calibration:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import cv2
@@ -90,6 +90,20 @@ def draw_actor(
         _draw_animal(temp, mask, cam, actor, x, y, heading, walked)
 
 
+def _side_view(cam: CameraModel, actor: Actor, x: float, y: float, heading: float
+               ) -> tuple[float, Callable[[float, float], tuple[float, float]]]:
+    """Pixels per metre at the actor, and its side-view frame: (metres ahead along its heading, metres up) to
+    pixels from its foot point, facing the way it moves."""
+    s = cam.px_per_m(y) * actor.size
+    fu, fv = _pt(cam, x, y, 0.0)
+    d = 1.0 if heading >= 0 else -1.0
+
+    def p(dx: float, h: float) -> tuple[float, float]:
+        return fu + d * dx * s, fv - h * s
+
+    return s, p
+
+
 def _draw_person(
     temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
     walked: float, running: bool = False,
@@ -155,12 +169,7 @@ def _draw_vehicle(
     temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
     walked: float,
 ) -> None:
-    s = cam.px_per_m(y) * actor.size
-    fu, fv = _pt(cam, x, y, 0.0)
-    d = 1.0 if heading >= 0 else -1.0
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + d * dx * s, fv - h * s
+    s, p = _side_view(cam, actor, x, y, heading)
 
     shell = actor.temp_c
     _fill(temp, mask, [p(-2.3, 0.35), p(2.3, 0.35), p(2.3, 1.0), p(1.0, 1.1), p(0.6, 1.55),
@@ -176,14 +185,9 @@ def _draw_animal(
     temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float, heading: float,
     walked: float,
 ) -> None:
-    s = cam.px_per_m(y) * actor.size
-    fu, fv = _pt(cam, x, y, 0.0)
-    d = 1.0 if heading >= 0 else -1.0
+    s, p = _side_view(cam, actor, x, y, heading)
     big = actor.kind in ("deer", "cow", "horse")
     length, leg_h, body_h = ANIMAL_BODY.get(actor.kind, (1.5, 0.85, 0.45) if big else (0.8, 0.35, 0.28))
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + d * dx * s, fv - h * s
 
     fur = actor.temp_c
     phase = math.sin(2 * math.pi * walked / (0.9 * length))
@@ -218,10 +222,7 @@ def _draw_crawler(
                   (fu + sign * 0.2 * s, fv - 0.02 * s - max(0.0, sign * phase) * 0.06 * s), 0.09 * s, clothes - 0.5)
         _ellipse(temp, mask, (fu, fv - 0.36 * s), (0.1 * s, 0.1 * s), skin)
         return
-    d = 1.0 if heading >= 0 else -1.0
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + d * dx * s, fv - h * s
+    s, p = _side_view(cam, actor, x, y, heading)
 
     _fill(temp, mask, [p(-0.5, 0.22), p(0.45, 0.25), p(0.45, 0.42), p(-0.5, 0.36)], clothes)  # back
     for k, (hip, ph) in enumerate(((-0.45, phase), (-0.4, -phase))):
@@ -257,12 +258,7 @@ def _draw_vehicle_end_on(temp: np.ndarray, mask: np.ndarray, cam: CameraModel, a
 def _draw_truck(temp: np.ndarray, mask: np.ndarray, cam: CameraModel, actor: Actor, x: float, y: float,
                 heading: float) -> None:
     """A truck from the side: cab in front, a box body 3.3 m high behind, six warm wheels."""
-    s = cam.px_per_m(y) * actor.size
-    fu, fv = _pt(cam, x, y, 0.0)
-    d = 1.0 if heading >= 0 else -1.0
-
-    def p(dx: float, h: float) -> tuple[float, float]:
-        return fu + d * dx * s, fv - h * s
+    s, p = _side_view(cam, actor, x, y, heading)
 
     shell = actor.temp_c
     _fill(temp, mask, [p(-4.0, 0.6), p(1.6, 0.6), p(1.6, 3.3), p(-4.0, 3.3)], shell - 2.0)  # cargo box
