@@ -6,7 +6,7 @@ incidents."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
@@ -21,7 +21,9 @@ from edge_agent.config.rules import FusionConfig, LineConfig, ZoneConfig
 from edge_agent.config.sensors import FixedSensorConfig, shared_ports, unheard_sensors
 from edge_agent.paths import ConfigError, default_state_dir
 
-__all__ = ["AgentConfig", "json_schema", "load_config", "parse_config"]
+__all__ = ["AgentConfig", "json_schema", "load_config", "parse_config", "parse_model", "read_config_text"]
+
+M = TypeVar("M", bound=Strict)
 
 
 class AgentConfig(Strict):
@@ -153,9 +155,10 @@ def _message(err: Any) -> str:
     return f"{msg}, got {_shown(err['input'])}"
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
-    """Validate YAML text; raise ConfigError with every problem found. Relative paths (models, files,
-    state_dir) are taken relative to ``base_dir``."""
+def parse_model(text: str, source: str, model: type[M]) -> tuple[M, dict[KeyPath, int], list[str]]:
+    """Validate YAML text against ``model``; raise ConfigError with every problem found, each as
+    ``FILE:LINE: key.path: reason``. Returns the model, the line of each key path (for later checks) and the
+    problems that did not stop validation (a key given twice), for the caller to report with its own."""
     try:
         doc = read_yaml(text)
     except YamlRefused as exc:
@@ -163,25 +166,34 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         path = f" {_dotted(exc.problem.path)}:" if exc.problem.path else ""
         raise ConfigError(source, [f"{where}:{path} {exc.problem.reason}"]) from exc
     data, lines = doc.data, doc.lines
-
-    def at(line: int | None, loc: KeyPath, reason: str) -> str:
-        return f"{source}{f':{line}' if line else ''}: {_dotted(loc)}: {reason}"
-
     if data is None:
         raise ConfigError(source, [f"{source}: the file is empty; start from an example in configs/"])
     if not isinstance(data, dict):
         raise ConfigError(source, [f"{source}:1: the top level must be a mapping of keys, got {type(data).__name__}"])
-    problems = [at(d.line, d.path, d.reason) for d in doc.duplicates]
+    problems = [problem_at(source, lines, d.path, d.reason, d.line) for d in doc.duplicates]
     try:
-        config = AgentConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append(at(_line_for(lines, loc), loc, _message(err)))
+            problems.append(problem_at(source, lines, loc, _message(err)))
         raise ConfigError(source, problems) from exc
+    return config, lines, problems
+
+
+def problem_at(source: str, lines: dict[KeyPath, int], loc: KeyPath, reason: str, line: int | None = None) -> str:
+    """``FILE:LINE: key.path: reason``, the line of the nearest key the file has."""
+    line = line or _line_for(lines, loc)
+    return f"{source}{f':{line}' if line else ''}: {_dotted(loc)}: {reason}"
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+    """Validate YAML text; raise ConfigError with every problem found. Relative paths (models, files,
+    state_dir) are taken relative to ``base_dir``."""
+    config, lines, problems = parse_model(text, source, AgentConfig)
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
-    problems += [at(_line_for(lines, loc), loc, msg) for loc, msg in config.cross_check() + _file_problems(config)]
+    problems += [problem_at(source, lines, loc, msg) for loc, msg in config.cross_check() + _file_problems(config)]
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -239,24 +251,29 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     return config.model_copy(update=updates)
 
 
+def read_config_text(path: Path) -> str:
+    """A config file's text, refusing what cannot be one (missing, unreadable, huge, not UTF-8)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # a device or a huge file must not be read whole
+    except FileNotFoundError as exc:
+        raise ConfigError(path, [f"{path}: no such file; give the path of a YAML config (examples in configs/)"]
+                          ) from exc
+    except OSError as exc:
+        raise ConfigError(path, [f"{path}: cannot be read: {exc}"]) from exc
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(path, [f"{path}: more than {MAX_BYTES:,} bytes, more than a config may be; is this the "
+                                 "right file?"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"{path}: cannot be read: not UTF-8 text: {exc}"]) from exc
+
+
 def load_config(path: Path | str) -> AgentConfig:
     """Read and validate a config file; relative paths in it are taken relative to its folder."""
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_BYTES + 1)  # a device or a huge file must not be read whole
-    except FileNotFoundError as exc:
-        raise ConfigError(p, [f"{p}: no such file; give the path of a YAML config (examples in configs/)"]) from exc
-    except OSError as exc:
-        raise ConfigError(p, [f"{p}: cannot be read: {exc}"]) from exc
-    if len(raw) > MAX_BYTES:
-        raise ConfigError(p, [f"{p}: more than {MAX_BYTES:,} bytes, more than a config may be; is this the right "
-                              "file?"])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(p, [f"{p}: cannot be read: not UTF-8 text: {exc}"]) from exc
-    return parse_config(text, str(p), base_dir=p.resolve().parent)
+    return parse_config(read_config_text(p), str(p), base_dir=p.resolve().parent)
 
 
 def json_schema() -> dict[str, Any]:
