@@ -14,6 +14,7 @@ from edge_agent.verbs import (
     UsageError,
     cmd_ack,
     cmd_check_config,
+    cmd_command_post,
     cmd_config_schema,
     cmd_demo,
     cmd_detect,
@@ -148,6 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the box's confirmation")
     broker_options(s)
     s.set_defaults(func=cmd_ack)
+
+    s = sub.add_parser("command-post", help="command post: the guards' web page (map, alert board, acks, boxes, "
+                       "history) fed by every box under a prefix; 'user' manages who signs in")
+    s.add_argument("-c", "--config", required=True, help="command post config (configs/command-post.yaml)")
+    us = s.add_subparsers(dest="what", metavar="user", required=False)
+    u = us.add_parser("user", help="add, remove, change or list the page's users")
+    uw = u.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = uw.add_parser("add", help="add a user; the password comes from the terminal, EDGE_AGENT_PASSWORD or stdin")
+    a.add_argument("name")
+    a.add_argument("--role", required=True, choices=["viewer", "guard", "commander"],
+                   help="viewer sees; guard also acks; commander also exports and manages users")
+    a = uw.add_parser("passwd", help="set a user's password (and --role); their open sessions end")
+    a.add_argument("name")
+    a.add_argument("--role", choices=["viewer", "guard", "commander"])
+    a = uw.add_parser("remove", help="remove a user; their open sessions end")
+    a.add_argument("name")
+    uw.add_parser("list", help="users and roles")
+    s.set_defaults(func=cmd_command_post)
 
     s = sub.add_parser("doctor", help="check a box: sensors, model speed, broker credentials, disk, clock")
     s.add_argument("-c", "--config", required=True)

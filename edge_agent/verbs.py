@@ -271,6 +271,37 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_command_post(args: argparse.Namespace) -> int:
+    from edge_agent.commandpost.server import CommandPostError, read_password, serve
+    from edge_agent.commandpost.store import CommandPostStore
+    from edge_agent.commandpost.users import UserError, Users
+    from edge_agent.config.commandpost import load_command_post_config
+
+    cfg = load_command_post_config(args.config)
+    try:
+        if args.what is None:
+            return serve(cfg)
+        store = CommandPostStore(cfg.store_path)
+        users = Users(store)
+        if args.action == "list":
+            for u in users.list():
+                print(f"{u.name}\t{u.role}")
+        elif args.action == "add":
+            users.add(args.name, args.role, read_password())
+            print(f"user {args.name} added ({args.role})")
+        elif args.action == "passwd":
+            users.passwd(args.name, read_password(), args.role)
+            print(f"user {args.name}: password changed{f', role {args.role}' if args.role else ''}; "
+                  "their open sessions have ended")
+        elif args.action == "remove":
+            users.remove(args.name)
+            print(f"user {args.name} removed; their open sessions have ended")
+        store.close()
+    except (CommandPostError, UserError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     from edge_agent.commandpost.console import AlertCache, default_cache, send_ack
 
