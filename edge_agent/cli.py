@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embedded-broker", action="store_true", help="use the in-process broker even when Mosquitto "
                    "is installed")
     s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: the scene's end)")
+    s.add_argument("--no-web", action="store_true", help="no command post page: the console only")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("run", help="run the agent: sensors, detection, rules, fusion, incident log, MQTT delivery")

@@ -4,6 +4,7 @@ area (the argparse tree that calls them is in cli.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -146,7 +147,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge_agent.demo.run import run_demo, summary_lines
+    from edge_agent.demo.run import DemoResult, run_demo, summary_lines
 
     path = Path(args.config) if args.config else Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     if not path.exists():
@@ -161,13 +162,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     from edge_agent.demo.brokers import BrokerUnavailable
 
+    def hold(result: DemoResult) -> None:
+        for line in summary_lines(result):
+            print(line, flush=True)
+        if result.web and sys.stdin.isatty():
+            print("the command post stays up for a look around: press Enter (or Ctrl-C) to stop it", flush=True)
+            with contextlib.suppress(KeyboardInterrupt, EOFError):
+                input()
+
     try:
-        result = run_demo(config, path, lambda line: print(line, flush=True), args.duration,
-                          "amqtt" if args.embedded_broker else "auto")
+        run_demo(config, path, lambda line: print(line, flush=True), args.duration,
+                 "amqtt" if args.embedded_broker else "auto", web=not args.no_web, hold=hold)
     except BrokerUnavailable as exc:
         raise UsageError(str(exc)) from None
-    for line in summary_lines(result):
-        print(line)
     return 0
 
 

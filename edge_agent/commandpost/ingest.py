@@ -193,6 +193,7 @@ class Ingest:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self.connected.clear()  # a disconnect we asked for is no news
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -9,6 +9,8 @@ import os
 import socket
 import ssl
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -74,28 +76,58 @@ def url_of(cfg: CommandPostConfig, sock: socket.socket) -> str:
     return f"{'https' if cfg.listen.tls else 'http'}://{shown}:{port}/"
 
 
+class CommandPost:
+    """The whole command post, built from its config: store, live events, the MQTT side and the page."""
+
+    def __init__(self, cfg: CommandPostConfig) -> None:
+        check_files(cfg)
+        leaflet = leaflet_dir(cfg)
+        self.cfg = cfg
+        self.store = CommandPostStore(cfg.store_path)
+        self.events = LiveEvents(self.store, cfg.silent_after_s)
+        self.ingest = Ingest(cfg.mqtt, cfg.client_id, self.store, self.events.publish, by=cfg.name)
+        self.page = Page(cfg, self.store, self.events, self.ingest, leaflet)
+        app = build_app(self.page, on_start=self.ingest.start, on_stop=self.ingest.stop)
+        self.sock = bind(cfg)
+        self.url = url_of(cfg, self.sock)
+        tls = cfg.listen.tls
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on",
+            ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None))
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (uvicorn's handlers; main thread only)."""
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Serve on a thread (the demo): no signal handlers, ``stop()`` ends it."""
+        self._thread = threading.Thread(target=self.run, name="command-post", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.store.close()
+
+
 def serve(cfg: CommandPostConfig) -> int:
-    check_files(cfg)
-    leaflet = leaflet_dir(cfg)
-    store = CommandPostStore(cfg.store_path)
-    events = LiveEvents(store, cfg.silent_after_s)
-    ingest = Ingest(cfg.mqtt, cfg.client_id, store, events.publish, by=cfg.name)
-    page = Page(cfg, store, events, ingest, leaflet)
-    app = build_app(page, on_start=ingest.start, on_stop=ingest.stop)
-    sock = bind(cfg)
-    tls = cfg.listen.tls
-    server = uvicorn.Server(uvicorn.Config(
-        app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on",
-        ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None))
-    if not page.users.list():
+    cp = CommandPost(cfg)
+    if not cp.page.users.list():
         log.warning("no users yet: add one with 'edge-agent command-post -c CONFIG user add NAME --role guard'")
-    print(f"command post {cfg.name}: {url_of(cfg, sock)} (broker {cfg.mqtt.host}:{cfg.mqtt.broker_port}, "
+    print(f"command post {cfg.name}: {cp.url} (broker {cfg.mqtt.host}:{cfg.mqtt.broker_port}, "
           f"prefix {cfg.mqtt.prefix}, store {cfg.store_path})", flush=True)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        store.close()
+    cp.run()
     return 0
 
 

@@ -1,10 +1,12 @@
 """``edge-agent demo``: the whole agent on the synthetic border scene, with scripted metal-detector and radio
 lines sent over UDP into the configured sensor ports, a broker (the configured one, else a private Mosquitto,
-else an embedded one), and the command post's console printing alerts as they arrive. Ends with a summary."""
+else an embedded one), the command post's web page beside it (its URL and a demo account printed; ``--no-web``
+leaves it out) and its console printing alerts as they arrive. Ends with a summary."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import statistics
 import threading
@@ -17,6 +19,7 @@ from typing import Any
 
 from edge_agent.commandpost.console import Console
 from edge_agent.config.agent import AgentConfig
+from edge_agent.config.commandpost import CommandPostConfig, ListenConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.ids import parse_time
 from edge_agent.demo.brokers import LocalBroker, free_port
@@ -34,6 +37,7 @@ class DemoResult:
     db: Path
     broker: str
     rejected: int = 0
+    web: str | None = None  # the command post's URL and account
 
 
 def _ports(config: AgentConfig) -> AgentConfig:
@@ -60,8 +64,36 @@ def _send_script(config: AgentConfig, script: list[Line], t0: float, stop: threa
                 sock.sendto(line.text.encode() + b"\n", targets[line.via])
 
 
+def start_command_post(mqtt: MqttConfig, run_dir: Path, show: Callable[[str], None], port: int = 8080
+                       ) -> tuple[Any, str] | None:
+    """The command post's page on ``port`` (any free one if taken) with a fresh store in the run's folder and
+    one guard account; None (said why) when it cannot start (e.g. Leaflet not installed)."""
+    from edge_agent.commandpost.server import CommandPost, CommandPostError
+    from edge_agent.commandpost.users import Users
+
+    password = secrets.token_urlsafe(9)
+    for listen_port in (port, 0):
+        cfg = CommandPostConfig(name="demo", mqtt=mqtt.model_copy(update={"client_id": None}),
+                                listen=ListenConfig(port=listen_port), store=run_dir / "commandpost.db")
+        try:
+            cp = CommandPost(cfg)
+            break
+        except CommandPostError as exc:
+            if listen_port == 0 or "cannot listen" not in str(exc):
+                show(f"# command post not started: {exc}")
+                return None
+    Users(cp.store).add("guard", "guard", password)
+    cp.start()
+    account = f"{cp.url}  (sign in as guard / {password})"
+    show(f"# command post: {account}")
+    return cp, account
+
+
 def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str], None],
-             duration_s: float | None = None, broker: str = "auto") -> DemoResult:
+             duration_s: float | None = None, broker: str = "auto", web: bool = True,
+             hold: Callable[[DemoResult], None] | None = None) -> DemoResult:
+    """``hold`` gets the result after the scene, while the broker and the command post still run (the CLI
+    prints the summary there and, at a terminal, keeps the page up until Enter)."""
     run_dir = config.state_dir / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     config = _ports(config).model_copy(update={
         "incident_log": config.incident_log.model_copy(update={"path": run_dir / "incidents.db"})})
@@ -80,6 +112,8 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
         if p["state"] == "new":
             latencies.append((received - parse_time(p["ts"])) * 1000.0)
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cp = start_command_post(config.mqtt, run_dir, show) if web else None
     console = Console(config.mqtt, show, on_alert=on_alert, client_id="demo-command-post")
     console.start()
     console.connected.wait(10)
@@ -110,12 +144,20 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
         stop_script.set()
         agent.stop()
         time.sleep(0.3)
-        console.stop()
-        if local is not None:
-            local.stop()
-    s = agent.summary
-    rejected = sum(f.counters.rejected for f in agent.feeds.values())
-    return DemoResult(sum(s.alerts.values()), s.fused, dict(s.alerts), latencies, config.db_path, where, rejected)
+        s = agent.summary
+        rejected = sum(f.counters.rejected for f in agent.feeds.values())
+        result = DemoResult(sum(s.alerts.values()), s.fused, dict(s.alerts), latencies, config.db_path, where,
+                            rejected, cp[1] if cp else None)
+        try:
+            if hold is not None:
+                hold(result)
+        finally:
+            console.stop()
+            if cp is not None:
+                cp[0].stop()
+            if local is not None:
+                local.stop()
+    return result
 
 
 def summary_lines(r: DemoResult) -> list[str]:
@@ -132,6 +174,8 @@ def summary_lines(r: DemoResult) -> list[str]:
     out.append(f"incident log: {r.db}  (snapshots in {r.db.parent / 'snapshots'})")
     out.append(f"review it: edge-agent incidents list --db {r.db}")
     out.append(f"broker: {r.broker}")
+    if r.web:
+        out.append(f"command post: {r.web}")
     return out
 
 

@@ -13,8 +13,9 @@ const state = {
   markers: new Map(), siteLayers: new Map(), selected: null, ackSent: new Set(), fitted: false,
   dirty: new Set(), frame: 0, clockSkew: 0,
 };
-// When each alert state was drawn (performance clock, epoch ms): read by the benchmark and the tests.
-window.__cp = {shown: new Map(), events: 0};
+// When each alert state ("ID/STATE") and kind ("ID/KIND") was first drawn (epoch ms, performance clock): read by
+// the benchmark and the tests.
+window.__cp = {shown: new Map(), kinds: new Map(), events: 0, sites: state.sites};
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -201,7 +202,9 @@ function renderBoard() {
     if (old) old.replaceWith(tr);
     rows.set(id, tr);
     drawMarker(a);
-    window.__cp.shown.set(`${id}/${a.state}`, t);
+    for (const [m, k] of [[window.__cp.shown, `${id}/${a.state}`], [window.__cp.kinds, `${id}/${a.kind}`]]) {
+      if (!m.has(k)) m.set(k, t);  // when it was first drawn so
+    }
   }
   for (const [id, tr] of rows) if (!state.alerts.has(id)) { tr.remove(); rows.delete(id); }
   const sorted = [...state.alerts.values()].sort(order);
@@ -213,7 +216,7 @@ function renderBoard() {
     prev = tr;
   }
   state.dirty.clear();
-  if (window.__cp.shown.size > 50000) window.__cp.shown.clear();
+  if (window.__cp.shown.size > 50000) { window.__cp.shown.clear(); window.__cp.kinds.clear(); }
   const open = sorted.filter((a) => OPEN.has(a.state)).length;
   document.getElementById("alert-count").textContent = `${open} open · ${sorted.length} shown`;
   renderBanner();
