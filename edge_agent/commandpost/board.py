@@ -104,6 +104,9 @@ class HistoryFilter:
 
     @classmethod
     def from_query(cls, q: dict[str, str]) -> HistoryFilter:
+        """The filter from the page's query; every problem in one ``FilterError``."""
+        problems: list[str] = []
+
         def when(key: str) -> float | None:
             v = (q.get(key) or "").strip()
             if not v:
@@ -111,20 +114,24 @@ class HistoryFilter:
             try:
                 dt = datetime.fromisoformat(v)
             except ValueError:
-                raise FilterError(f"{key}: {v[:40]!r} is not a date and time (YYYY-MM-DDTHH:MM)") from None
+                problems.append(f"{key}: {v[:40]!r} is not a date and time (YYYY-MM-DDTHH:MM)")
+                return None
             return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
+        since, until = when("since"), when("until")
         box = (q.get("box") or "").strip() or None
         if box is not None and not all(IDENT_RE.match(part) for part in box.split("/", 1)):
-            raise FilterError(f"box: {box[:40]!r} is not site/box")
+            problems.append(f"box: {box[:40]!r} is not site/box")
         zone = (q.get("zone") or "").strip()[:64] or None
         sev = (q.get("severity") or "").strip() or None
         if sev is not None and sev not in SEVERITIES:
-            raise FilterError(f"severity: one of {', '.join(SEVERITIES)}")
+            problems.append(f"severity: one of {', '.join(SEVERITIES)}")
         state = (q.get("state") or "").strip() or None
         if state is not None and state not in (*ALERT_STATES, "open"):
-            raise FilterError(f"state: one of open, {', '.join(ALERT_STATES)}")
-        return cls(when("since"), when("until"), box, zone, sev, state)
+            problems.append(f"state: one of open, {', '.join(ALERT_STATES)}")
+        if problems:
+            raise FilterError("; ".join(problems))
+        return cls(since, until, box, zone, sev, state)
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from edge_agent.config.agent import parse_model, read_config_text
 from edge_agent.config.fields import Ident, Real, Strict, Whole
@@ -60,11 +60,12 @@ class CommandPostConfig(Strict):
     max_alerts_shown: Whole = Field(500, ge=10, le=100_000, description="Alerts the board keeps in the page; "
                                     "older ones are in History.")
 
-    @model_validator(mode="after")
-    def _no_box_options(self) -> CommandPostConfig:
-        if self.mqtt.client_id is not None:
-            raise ValueError("mqtt.client_id: the command post's id is cp-{name}; set name instead")
-        return self
+    @field_validator("mqtt")
+    @classmethod
+    def _no_client_id(cls, mqtt: MqttConfig) -> MqttConfig:
+        if mqtt.client_id is not None:
+            raise ValueError("client_id: the command post's id is cp-{name}; set name instead")
+        return mqtt
 
     @property
     def store_path(self) -> Path:
