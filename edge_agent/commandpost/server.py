@@ -4,13 +4,16 @@ disconnects (its persistent session keeps what arrives meanwhile), the store clo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -76,6 +79,23 @@ def url_of(cfg: CommandPostConfig, sock: socket.socket) -> str:
     return f"{'https' if cfg.listen.tls else 'http'}://{shown}:{port}/"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping on SIGTERM/SIGINT like uvicorn does, but without raising the signal again
+    afterwards (uvicorn does, and the process then dies before the store is closed, with status -15)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        before = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+
+
 class CommandPost:
     """The whole command post, built from its config: store, live events, the MQTT side and the page."""
 
@@ -91,7 +111,7 @@ class CommandPost:
         self.sock = bind(cfg)
         self.url = url_of(cfg, self.sock)
         tls = cfg.listen.tls
-        self.server = uvicorn.Server(uvicorn.Config(
+        self.server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on",
             ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None))
         self._thread: threading.Thread | None = None
