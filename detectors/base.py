@@ -58,6 +58,11 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def detect(self, gray8: np.ndarray) -> Detections: ...
 
+    def detect_prioritized(self, gray8: np.ndarray, priority: int) -> Detections:
+        """``detect``, with how urgent the frame is (``detectors.engine``: keepalive 0, motion 1, live track 2) for
+        detectors shared by several cameras; others ignore it."""
+        return self.detect(gray8)
+
     def load(self) -> None:  # noqa: B027 - optional: backends that load lazily do it here
         """Load the model now, so a missing or broken one is reported before any frame is read."""
 

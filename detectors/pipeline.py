@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from detectors.base import Detector
+from detectors.engine import KEEPALIVE, MOTION, TRACKING
 from detectors.gating import MotionHeatGate
 from detectors.refine import refine_boxes
 from detectors.tracking import Tracker, TrackEvent
@@ -69,7 +70,8 @@ class TrackingPipeline:
             return FrameResult(frame, Detections.empty(), tuple(events), False, reason, 0.0)
         t0 = time.perf_counter()
         gray = frame.gray8()
-        dets = self.detector.detect(gray)
+        priority = TRACKING if self.tracker.active else KEEPALIVE if reason == "keepalive" else MOTION
+        dets = self.detector.detect_prioritized(gray, priority)
         if self.refine and frame.radiometric:
             dets = refine_boxes(gray, dets)
         ms = (time.perf_counter() - t0) * 1000.0

@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", action="append", choices=["openvino", "onnx"], help="repeatable; default both")
     m.add_argument("--imgsz", action="append", type=int, help="repeatable; default 320 and 640")
     m.add_argument("--force", action="store_true", help="export again even if the export exists")
+    m.add_argument("--no-int8", action="store_true", help="skip the INT8 quantization and its measurement")
     m.set_defaults(func=cmd_model_export)
     m = ms.add_parser("list", help="show which model files are present")
     m.set_defaults(func=cmd_model_list)

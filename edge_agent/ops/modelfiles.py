@@ -17,9 +17,13 @@ from edge_agent.runtime.modelpaths import (
     EXPORT_SIZES,
     ExportFormat,
     ModelRelease,
+    chosen_precision,
     export_path,
+    int8_path,
     weights_path,
 )
+
+__all__ = ["EXPORT_SIZES", "ModelError", "chosen_precision", "export", "fetch", "sha256", "status"]
 
 
 class ModelError(RuntimeError):
@@ -114,4 +118,7 @@ def status(models_dir: Path, release: ModelRelease = DEFAULT_MODEL) -> list[tupl
         for size in EXPORT_SIZES:
             p = export_path(models_dir, fmt, size, release)
             rows.append((f"{fmt} {size}", p, p.exists()))
+    for size in EXPORT_SIZES:
+        p = int8_path(models_dir, size, release)
+        rows.append((f"int8 {size}", p, p.exists()))
     return rows

@@ -42,7 +42,8 @@ def build_detector(config: AgentConfig) -> Detector:
     prepare_ultralytics(config.state_dir / "ultralytics")
     det_cfg: YoloConfig = config.detector
     if str(det_cfg.model) == "default":
-        det_cfg = det_cfg.model_copy(update={"model": models.resolve_default(config.models_dir, det_cfg.imgsz)})
+        det_cfg = det_cfg.model_copy(update={"model": models.resolve_default(config.models_dir, det_cfg.imgsz,
+                                                                              det_cfg.precision)})
     return create_detector(det_cfg)
 
 
