@@ -71,7 +71,8 @@ class TrackingPipeline:
         t0 = time.perf_counter()
         gray = frame.gray8()
         priority = TRACKING if self.tracker.active else KEEPALIVE if reason == "keepalive" else MOTION
-        dets = self.detector.detect_prioritized(gray, priority)
+        prioritized = getattr(self.detector, "detect_prioritized", None)  # a shared engine's client says how urgent
+        dets = prioritized(gray, priority) if prioritized is not None else self.detector.detect(gray)
         if self.refine and frame.radiometric:
             dets = refine_boxes(gray, dets)
         ms = (time.perf_counter() - t0) * 1000.0

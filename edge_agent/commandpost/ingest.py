@@ -184,6 +184,9 @@ class Ingest:
         self.bad = BadMessageReport(lambda line: log.warning("%s", line))
         self.connected = threading.Event()
         self.client = make_client(cfg, client_id, persistent=True)
+        # a receipt per alert state: in a burst, hundreds wait for the broker's PUBACK at once (paho's default of 20
+        # in flight kept them queued for seconds)
+        self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

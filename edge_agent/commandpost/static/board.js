@@ -11,7 +11,7 @@ const CSRF = document.querySelector('meta[name="csrf"]').content;
 const state = {
   me: null, alerts: new Map(), boxes: new Map(), sites: new Map(), maxAlerts: 500, silentAfter: 90,
   markers: new Map(), siteLayers: new Map(), selected: null, ackSent: new Set(), fitted: false,
-  dirty: new Set(), frame: 0, clockSkew: 0,
+  dirty: new Set(), frame: 0, clockSkew: 0, hidden: new Set(), boxFrame: 0,
 };
 // When each alert state ("ID/STATE") and kind ("ID/KIND") was first drawn (epoch ms, performance clock): read by
 // the benchmark and the tests.
@@ -179,10 +179,14 @@ function alertRow(a) {
 }
 
 function trimAlerts() {
+  // at most maxAlerts in the page: the first in the board's order (open, most severe, newest) stay; the rest
+  // are in History. Open ones that drop out are counted on the board.
   if (state.alerts.size <= state.maxAlerts) return;
-  const old = [...state.alerts.values()].filter((a) => !OPEN.has(a.state)).sort((a, b) => a.ts - b.ts);
-  for (const a of old.slice(0, state.alerts.size - state.maxAlerts)) {
+  const sorted = [...state.alerts.values()].sort(order);
+  for (const a of sorted.slice(state.maxAlerts)) {
+    if (OPEN.has(a.state)) state.hidden.add(a.alert_id);
     state.alerts.delete(a.alert_id);
+    state.dirty.delete(a.alert_id);
     const m = state.markers.get(a.alert_id);
     if (m) { alertLayer.removeLayer(m); state.markers.delete(a.alert_id); }
   }
@@ -218,7 +222,8 @@ function renderBoard() {
   state.dirty.clear();
   if (window.__cp.shown.size > 50000) { window.__cp.shown.clear(); window.__cp.kinds.clear(); }
   const open = sorted.filter((a) => OPEN.has(a.state)).length;
-  document.getElementById("alert-count").textContent = `${open} open · ${sorted.length} shown`;
+  const more = state.hidden.size ? ` · ${state.hidden.size} more open in History` : "";
+  document.getElementById("alert-count").textContent = `${open} open · ${sorted.length} shown${more}`;
   renderBanner();
   fitOnce();
   if (state.selected && state.alerts.has(state.selected)) refreshDetailState(state.alerts.get(state.selected));
@@ -233,6 +238,7 @@ function upsertAlert(a) {
   const old = state.alerts.get(a.alert_id);
   if (old && old.ts > a.ts) return;  // an older state arriving late
   if (a.state === "acknowledged" || a.state === "closed") state.ackSent.delete(a.alert_id);
+  state.hidden.delete(a.alert_id);  // drawn again, or dropped again (and counted) by trimAlerts
   state.alerts.set(a.alert_id, a);
   state.dirty.add(a.alert_id);
   schedule();
@@ -273,6 +279,10 @@ function boxState(b) {
   if (b.state === "offline") return "offline";
   if (b.silent) return "silent";
   return b.state;
+}
+
+function scheduleBoxes() {  // health of many boxes arrives many times a second: one redraw per frame at most
+  if (state.me && !state.boxFrame) state.boxFrame = requestAnimationFrame(() => { state.boxFrame = 0; renderBoxes(); });
 }
 
 function renderBoxes() {
@@ -392,7 +402,7 @@ function live() {
   es.addEventListener("alert", (ev) => { window.__cp.events++; upsertAlert(JSON.parse(ev.data).alert); });
   es.addEventListener("box", (ev) => {
     const b = JSON.parse(ev.data).box;
-    if (b) { state.boxes.set(b.key, b); if (state.me) renderBoxes(); }
+    if (b) { state.boxes.set(b.key, b); scheduleBoxes(); }
   });
   es.addEventListener("site", (ev) => { const e = JSON.parse(ev.data).site; if (e && map) { drawSite(e); fitOnce(); } });
   es.addEventListener("snapshot", (ev) => {
@@ -407,7 +417,7 @@ function tick() {
   for (const td of document.querySelectorAll("#alerts td.age")) td.textContent = age(Number(td.dataset.ts));
   for (const b of state.boxes.values()) {
     const silent = b.state === "online" && (b.health_ts || b.since || 0) < now() - state.silentAfter;
-    if (silent !== b.silent) { b.silent = silent; renderBoxes(); }
+    if (silent !== b.silent) { b.silent = silent; scheduleBoxes(); }
   }
 }
 
