@@ -224,3 +224,71 @@ def recover_pose(cal: GeoCalibration, width: int, height: int) -> CameraPose | N
         return None
     err = np.hypot(*(hit[ok] - ground[ok]).T)
     return pose if float(err.max()) <= max(0.5, 3.0 * cal.max_error_m) else None
+
+
+FOOTPRINT_TOLERANCE_PX = 0.25  # how closely the far edge is placed when it must move down the image
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """The ground a camera sees: four (lat, lon) corners in image order (bottom left, bottom right, top right,
+    top left), ``range_m`` the furthest corner's ground distance from the camera (or, where no pose can be
+    recovered, from the bottom centre of the image), and ``clipped`` when the far edge was moved down the image
+    because the top of the image looks above the horizon or beyond the maximum range."""
+
+    corners: tuple[tuple[float, float], ...]
+    range_m: float
+    clipped: bool
+
+    def __post_init__(self) -> None:
+        if len(self.corners) != 4:
+            raise ValueError(f"a footprint has 4 corners, got {len(self.corners)}: {self.corners!r}")
+        if not all(math.isfinite(c) for corner in self.corners for c in corner):
+            raise ValueError(f"footprint corners must be finite, got {self.corners!r}")
+        if not (math.isfinite(self.range_m) and self.range_m >= 0):
+            raise ValueError(f"footprint range_m must be a finite distance >= 0, got {self.range_m!r}")
+
+
+def footprint(cal: GeoCalibration, width: int, height: int, max_range_m: float) -> Footprint | None:
+    """The image of ``width`` x ``height`` pixels projected onto the ground through the calibration; the top
+    edge is moved down (by bisection) until both top corners land in front of the camera within
+    ``max_range_m``. None where the frame size is no size, or the bottom of the image itself is above the
+    horizon or out of range, or too little of the image is left to make an area."""
+    if width <= 0 or height <= 0 or not max_range_m > 0:
+        return None
+    us = np.array([0.0, float(width)])
+
+    def row(v: float) -> tuple[np.ndarray, np.ndarray]:
+        return cal.pixel_to_ground(us, np.array([v, v]))
+
+    pose = recover_pose(cal, width, height)
+    if pose is not None:
+        ref_x, ref_y = float(pose.centre[0]), float(pose.centre[1])
+    else:
+        bx, by = cal.pixel_to_ground(width / 2.0, float(height))
+        ref_x, ref_y = float(bx), float(by)
+
+    def reach(v: float) -> float:
+        """The further of a row's two end points from the camera; inf where one is not on the ground ahead."""
+        x, y = row(v)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            return math.inf
+        return float(np.hypot(x - ref_x, y - ref_y).max())
+
+    near = reach(float(height))
+    if not near <= max_range_m:  # also NaN: the bottom centre itself is above the horizon
+        return None
+    top = 0.0
+    if reach(top) > max_range_m:  # the rows in range lie below: bisect between a bad row (lo) and a good one (hi)
+        lo, hi = 0.0, float(height)
+        while hi - lo > FOOTPRINT_TOLERANCE_PX:
+            mid = (lo + hi) / 2.0
+            lo, hi = (lo, mid) if reach(mid) <= max_range_m else (mid, hi)
+        top = hi
+    if height - top < 1.0:  # a sliver of one pixel row is no footprint
+        return None
+    x, y = cal.pixel_to_ground(np.array([0.0, float(width), float(width), 0.0]),
+                               np.array([float(height), float(height), top, top]))
+    lat, lon = cal.plane.to_latlon(x, y)
+    corners = tuple((float(a), float(b)) for a, b in zip(lat, lon, strict=True))
+    return Footprint(corners, max(near, reach(top)), clipped=top > 0.0)

@@ -9,7 +9,7 @@ Tables: ``incidents`` and their ``evidence``; ``alerts`` (the last payload of ea
 (every state of every alert and snapshot, delivered or not, and a command post's receipt where one is
 required); ``acks``; ``rejected_input`` (bounded, oldest first out); ``sensor_health`` (state changes);
 ``retention_log`` (what retention removed) and the ``ledger`` (a hash chain over every write to an incident or
-an ack).
+an ack); ``site_maps`` (the box's map as last published, newest few kept, for offline tools and the report).
 """
 
 from __future__ import annotations
@@ -83,6 +83,11 @@ def receipts(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_outbox_receipt_due ON outbox (receipt_due) WHERE receipt_due IS NOT NULL")
 
 
+def site_maps(db: sqlite_utils.Database) -> None:
+    """The box's map (the ``site`` topic's GeoJSON) each time it changed; only the newest few rows are kept."""
+    db.table("site_maps").create({"id": int, "ts": float, "geojson": str}, pk="id", not_null={"ts", "geojson"})
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration; ``name`` is what ``_sqlite_migrations`` records, so it never changes once released."""
@@ -91,7 +96,8 @@ class Step:
     apply: Callable[[sqlite_utils.Database], None]
 
 
-STEPS: tuple[Step, ...] = (Step("v1", rejected_input), Step("v2", incident_log), Step("v3", receipts))
+STEPS: tuple[Step, ...] = (Step("v1", rejected_input), Step("v2", incident_log), Step("v3", receipts),
+                           Step("v4", site_maps))
 SCHEMA_VERSION = len(STEPS)  # the user_version a file has once every step is applied
 
 

@@ -3,16 +3,19 @@
 ``IncidentStore`` is what the agent, the CLI and the command post open. It writes incidents and their evidence
 itself and hands the rest to its parts, each in its own module: ``alerts`` (alert states, acks, escalation),
 ``outbox`` (delivery), ``sensors`` (rejected input, health), ``ledger`` (the hash chain and ``verify``),
-``retention`` and ``snapshots``. The tables and their migrations are in ``schema``."""
+``retention`` and ``snapshots``; the box's map (``site_maps``, newest few) it keeps itself. The tables and their
+migrations are in ``schema``."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.acks import Ack, Receipt
-from edge_agent.contract.alert import Alert, Evidence
+from edge_agent.contract.alert import Alert, Evidence, json_depth, refuse_constant
 from edge_agent.incidents.alerts import AckResult, AlertLog
 from edge_agent.incidents.connection import LogConnection
 from edge_agent.incidents.ledger import Ledger, Problem
@@ -21,6 +24,9 @@ from edge_agent.incidents.record import Incident, incident_row, insert_evidence
 from edge_agent.incidents.retention import Removal, Retention, disk_free
 from edge_agent.incidents.sensorlog import Rejected, SensorLog
 from edge_agent.incidents.snapshots import SnapshotFolder
+
+SITE_MAPS_KEPT = 20  # the box's map is kept as it was the last few times it changed
+SITE_MAP_MAX_DEPTH = 16  # a stored map nested deeper than GeoJSON ever is was not written by the agent
 
 
 class IncidentStore:
@@ -125,6 +131,29 @@ class IncidentStore:
 
     def reject_count(self) -> int:
         return self.sensors.reject_count()
+
+    # -- the box's map -------------------------------------------------------------------------------
+
+    def save_site_map(self, site_map: dict[str, Any], ts: float | None = None) -> None:
+        """Keep the box's map (the ``site`` topic's GeoJSON); only the newest ``SITE_MAPS_KEPT`` stay."""
+        text = json.dumps(site_map, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        with self.conn.tx():
+            self.db.table("site_maps").insert({"ts": time.time() if ts is None else ts, "geojson": text})
+            self.db.execute("DELETE FROM site_maps WHERE id <= (SELECT MAX(id) FROM site_maps) - ?", [SITE_MAPS_KEPT])
+
+    def latest_site_map(self) -> dict[str, Any] | None:
+        """The newest map kept, or None when there is none, or the stored text is no JSON object (a tampered or
+        damaged row is nothing to draw)."""
+        with self.conn.lock:
+            row = self.db.execute("SELECT geojson FROM site_maps ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None or not isinstance(row[0], str | bytes):
+            return None
+        try:
+            value = json.loads(row[0], parse_constant=refuse_constant)
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) and json_depth(value, SITE_MAP_MAX_DEPTH) <= SITE_MAP_MAX_DEPTH \
+            else None
 
     # -- tamper evidence, retention, housekeeping ------------------------------------------------------
 

@@ -11,7 +11,9 @@ The core stage owns the rules, fusion and writes to the incident log; alerts go 
 publisher sends them. A detection stage that cannot keep up drops camera frames, never events: it blocks on
 the full core queue instead. Every stage beats a heartbeat; the systemd watchdog is fed only while all of
 them are alive. SIGTERM/SIGINT stop everything, flush, publish ``offline`` and exit; SIGHUP reloads zones,
-lines and fusion rules from the config file without touching sensors.
+lines and fusion rules from the config file without touching sensors. The box's map (``sitemap``) is built at
+start and again whenever the core says its site changed (a reload, a camera's first frame): published retained
+on ``.../site`` and kept in the incident database.
 
 Here: building the stages, the main loop (watchdog, health, reloads), stopping. The messages are in
 ``messages``, the core stage in ``core``, sensor health in ``sensorstate``, snapshots in ``snapshot``, the
@@ -36,7 +38,7 @@ from edge_agent.contract.topics import topic_root
 from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.paths import ConfigError
-from edge_agent.runtime.core import Core, RunSummary
+from edge_agent.runtime.core import Core, RunSummary, SiteView
 from edge_agent.runtime.detection import DetectionStage, build_detector, build_pipeline, is_live
 from edge_agent.runtime.diskguard import DiskGuard
 from edge_agent.runtime.errors import CoreBusy, NotStarted
@@ -46,6 +48,7 @@ from edge_agent.runtime.logwriter import IncidentLogWriter
 from edge_agent.runtime.messages import AckReceived, CoreQueue, FrameBudget, RulesReloaded, SensorEvent
 from edge_agent.runtime.publisher import Publisher
 from edge_agent.runtime.sdnotify import Notifier
+from edge_agent.runtime.sitemap import encode_site_map, site_map
 from edge_agent.runtime.stages import Stage, Stages
 from sensors.feeds import SensorFeed
 from sensors.thermal import ThermalCamera
@@ -75,6 +78,7 @@ class Agent:
         self.core: Core | None = None
         self._detect_ms: dict[str, float] = {}
         self._reload_requested = threading.Event()
+        self._site_shared = 0  # the version of the core's site view last published and stored
 
     @property
     def config(self) -> AgentConfig:
@@ -135,6 +139,7 @@ class Agent:
             self.publisher.start()
             pub = self.publisher
             self.stages.add(Stage("delivery", "delivery", pub._thread, beat_of=lambda: pub.heartbeat))
+        first_map = self.core.site_view  # the map of the start, before any frame: cameras without a footprint yet
         self.stages.spawn("core", "core", self.core.run, self.stop_event.is_set)
         for cam_id, cam in self.cameras.items():
             cam.start(self.stop_event)
@@ -148,6 +153,7 @@ class Agent:
         log.info("agent %s started: %d camera(s), %d feed(s), incident log %s, broker %s", self.root,
                  len(self.cameras), len(self.feeds), cfg.db_path,
                  f"{cfg.mqtt.host}:{cfg.mqtt.broker_port}" if cfg.mqtt else "none (alerts stay in the outbox)")
+        self._share_site(first_map)  # once every sensor listens: storing it waits for the disk
 
     def _announce(self, alert: Alert | None) -> None:
         """Wake the publisher; tell ``on_alert`` of an alert now in the outbox."""
@@ -179,6 +185,23 @@ class Agent:
         fresh = fresh.model_copy(update={"cameras": self.config.cameras, "fixed_sensors": self.config.fixed_sensors})
         self.queue.put(RulesReloaded(fresh, self.config_path))
 
+    def _share_site(self, view: SiteView | None = None) -> None:
+        """The box's map, when the core's site view (or ``view``) changed since the last one: handed to the
+        publisher (retained on ``.../site``) and kept in the incident database. A map that cannot be built or
+        stored is logged and waits for the next change; it never stops the main loop."""
+        view = view or self._core().site_view
+        if view.version == self._site_shared:
+            return
+        self._site_shared = view.version
+        try:
+            value = site_map(view.site, view.frame_sizes, time.time())
+            if self.publisher is not None:
+                self.publisher.set_site(encode_site_map(value))
+            if self.store is not None:
+                self.store.save_site_map(value)
+        except Exception:
+            log.exception("the site map (version %d) could not be published or stored", view.version)
+
     def all_alive(self) -> bool:
         return self.stages.all_alive()
 
@@ -203,6 +226,7 @@ class Agent:
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._reload()
+            self._share_site()
             alive = self.all_alive()
             if alive:
                 self.notifier.watchdog()

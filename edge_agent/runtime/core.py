@@ -1,6 +1,7 @@
 """The core stage: takes each message off the core queue, runs the rules and fusion, writes what fusion
 returns to the incident log (through the disk guard), queues the alerts, and keeps house (quiet incidents,
-sensor states, rejected input, escalations, retention)."""
+sensor states, rejected input, escalations, retention). It also learns each camera's frame size and hands the
+agent what the box's map is drawn from (``SiteView``), new whenever the rules or a frame size change."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,6 +57,17 @@ class RunSummary:
     core_errors: int = 0  # messages the core stage could not handle (kept as rejected input)
 
 
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """What the box's map is drawn from: the site and each camera's frame size (width, height) as known so far.
+    The core replaces it whole on every change, so the agent's main loop reads one consistent value; ``version``
+    tells it that something changed."""
+
+    version: int
+    site: Site
+    frame_sizes: Mapping[str, tuple[int, int]]
+
+
 class Core:
     def __init__(self, config: AgentConfig, root: str, queue: CoreQueue, budget: FrameBudget,
                  writer: IncidentLogWriter, cameras: dict[str, ThermalCamera], feeds: dict[str, SensorFeed],
@@ -74,6 +86,8 @@ class Core:
         self.frames = EventFrames()
         self._snapshotted: set[str] = set()
         self.perceptions: dict[str, CameraPerception] = {}
+        self.frame_sizes: dict[str, tuple[int, int]] = {}
+        self.site_version = 0
         self.build_rules(config)
 
     def build_rules(self, config: AgentConfig) -> None:
@@ -89,6 +103,11 @@ class Core:
         else:
             self.fusion.replace_rules(self.site.fusion_rules(), self.site.plane,
                                       {s.id: s.latlon for s in config.fixed_sensors})
+        self._site_changed()
+
+    def _site_changed(self) -> None:
+        self.site_version += 1
+        self.site_view = SiteView(self.site_version, self.site, dict(self.frame_sizes))
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -155,6 +174,9 @@ class Core:
     def _frame_tracks(self, msg: FrameTracks) -> None:
         self.summary.frames += 1
         self.frames.seen(msg.camera, FrameView(msg.frame, msg.tracks) if msg.frame is not None else None)
+        if msg.size is not None and self.frame_sizes.get(msg.camera) != msg.size:  # its footprint can be drawn now
+            self.frame_sizes[msg.camera] = msg.size
+            self._site_changed()
         perception = self.perceptions.get(msg.camera)
         if perception is None:
             perception = self.perceptions[msg.camera] = CameraPerception(self.site, msg.camera)

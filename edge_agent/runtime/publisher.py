@@ -6,7 +6,9 @@ the broker's PUBACK for it arrives. After a reconnect or a restart everything st
 again, so delivery is at least once and consumers de-duplicate by ``alert_id``. With ``require_receipt`` a
 PUBACK is not enough: an alert state is done when a command post's receipt for it arrives on ``.../receipts``,
 and is published again until one does (a broker killed before it saved its queue loses what it acknowledged).
-``status`` is retained with a last will of ``offline``; acks arrive on ``.../acks`` and go to ``on_ack``.
+``status`` is retained with a last will of ``offline``; acks arrive on ``.../acks`` and go to ``on_ack``. The box's
+map (``set_site``) is retained on ``.../site``, published when it is set and again on every connect (a broker
+restarted without persistence has it back).
 
 No message can stop delivery: every paho callback catches what it raises (a bad message is kept as rejected
 input), and the sender notices a network thread that ended or hangs, builds the client again (same id, will,
@@ -106,6 +108,8 @@ class Publisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.heartbeat = time.monotonic()  # the sender loop's last turn, for the watchdog
+        self._site: bytes | None = None
+        self._site_lock = threading.Lock()  # a map set while a connect completes is published by one or the other
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -154,6 +158,14 @@ class Publisher:
         """Something new is in the outbox."""
         self._wake.set()
 
+    def set_site(self, payload: bytes) -> None:
+        """The box's map: kept, and published retained (QoS 1) on ``.../site`` now if connected and again on every
+        connect."""
+        with self._site_lock:
+            self._site = payload
+            if self.connected.is_set():
+                self.client.publish(self.topics.site, payload, qos=1, retain=True)
+
     def publish_health(self, health: dict[str, Any]) -> None:
         if self.connected.is_set():
             self.client.publish(self.topics.health, json.dumps(health, separators=(",", ":")), qos=0)
@@ -171,7 +183,10 @@ class Publisher:
         topics = [(self.topics.acks, 1)] + ([(self.topics.receipts, 1)] if self.cfg.require_receipt else [])
         client.subscribe(topics)
         log.info("mqtt connected to %s:%s as %s", self.cfg.host, self.cfg.broker_port, self.root)
-        self.connected.set()
+        with self._site_lock:
+            if self._site is not None:
+                client.publish(self.topics.site, self._site, qos=1, retain=True)
+            self.connected.set()
         self._wake.set()
 
     @_guarded
