@@ -42,6 +42,8 @@ class YoloConfig(BaseModel):
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="For model 'default': fp32, int8 (the NNCF-quantized export), or auto: what 'model "
         "export' measured as faster on this CPU with the same accuracy.")
+    tiles: bool = Field(False, description="Also run the model on full-resolution tiles of imgsz where the frame "
+                        "is larger than imgsz (small far targets); one more inference per tile.")
     parallel: int = Field(2, ge=1, le=16, description="Frames inferred at once (OpenVINO streams), shared by "
                           "all cameras; on a 2-core box 2.")
     class_map: dict[str, str] | None = Field(
