@@ -12,7 +12,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class DemoResult:
     broker: str
     rejected: int = 0
     web: str | None = None  # the command post's URL and account
+    loads: list[str] = field(default_factory=list)  # each camera's detection load
 
 
 def _ports(config: AgentConfig) -> AgentConfig:
@@ -147,7 +148,7 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
         s = agent.summary
         rejected = sum(f.counters.rejected for f in agent.feeds.values())
         result = DemoResult(sum(s.alerts.values()), s.fused, dict(s.alerts), latencies, config.db_path, where,
-                            rejected, cp[1] if cp else None)
+                            rejected, cp[1] if cp else None, agent.load_lines())
         try:
             if hold is not None:
                 hold(result)
@@ -170,6 +171,7 @@ def summary_lines(r: DemoResult) -> list[str]:
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
         out.append(f"latency, event to command post: p50 {statistics.median(lat):.0f} ms, p99 {p99:.0f} ms "
                    f"({len(lat)} alerts; thermal events include detection)")
+    out += r.loads
     out.append(f"rejected input lines: {r.rejected} (kept with their reasons in the incident log)")
     out.append(f"incident log: {r.db}  (snapshots in {r.db.parent / 'snapshots'})")
     out.append(f"review it: edge-agent incidents list --db {r.db}")

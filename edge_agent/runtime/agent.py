@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from detectors.engine import SharedEngine
 from edge_agent.config.agent import AgentConfig, load_config
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
@@ -39,7 +40,14 @@ from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.paths import ConfigError
 from edge_agent.runtime.core import Core, RunSummary, SiteView
-from edge_agent.runtime.detection import DetectionStage, build_detector, build_pipeline, is_live
+from edge_agent.runtime.detection import (
+    CameraLoad,
+    DetectionStage,
+    build_detector,
+    build_pipeline,
+    is_live,
+    load_line,
+)
 from edge_agent.runtime.diskguard import DiskGuard
 from edge_agent.runtime.errors import CoreBusy, NotStarted
 from edge_agent.runtime.fusion import FusionEngine
@@ -77,6 +85,8 @@ class Agent:
         self.store: IncidentStore | None = None
         self.core: Core | None = None
         self._detect_ms: dict[str, float] = {}
+        self.loads: dict[str, CameraLoad] = {}  # each camera's detection load, for health and the end of a run
+        self.engine: SharedEngine | None = None
         self._reload_requested = threading.Event()
         self._site_shared = 0  # the version of the core's site view last published and stored
 
@@ -123,9 +133,10 @@ class Agent:
         cams = [c for c in cfg.cameras if c.enabled]
         if cams:
             detector = build_detector(cfg)
-            detector.load()
+            # one model for every camera: frames of several cameras inferred at once, served fairly
+            self.engine = SharedEngine(detector, workers=cfg.detector.parallel).start()
             for cam_cfg in cams:
-                pipelines[cam_cfg.id] = build_pipeline(cfg, detector)
+                pipelines[cam_cfg.id] = build_pipeline(cfg, self.engine.client(cam_cfg.id))
                 cam = ThermalCamera(cam_cfg.spec(pace="live" if is_live(cam_cfg.source) or cam_cfg.loop
                                                  or "realtime=1" in cam_cfg.source else "every"))
                 self.cameras[cam_cfg.id] = cam
@@ -146,6 +157,7 @@ class Agent:
             cam_stage = self.stages.add(Stage(f"camera:{cam_id}", "camera", cam._thread,
                                               ended_of=functools.partial(_source_ended, cam)))
             detection = DetectionStage(cam_id, cam, pipelines[cam_id], self.queue, self.budget, self._detect_ms)
+            self.loads[cam_id] = detection.load
             self.stages.spawn(f"detect:{cam_id}", "detect", detection.run, cam_stage)
         for feed in self.feeds.values():
             feed.start(self.stop_event)
@@ -165,7 +177,14 @@ class Agent:
     # -- health, reload, watchdog, stop -----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return health_payload(self._core(), self.stages, self._detect_ms, self.started)
+        return health_payload(self._core(), self.stages, self._detect_ms, self.started, self.loads, self.engine)
+
+    def load_lines(self) -> list[str]:
+        """Each camera's detection load in words (the end of ``run`` and ``demo``)."""
+        mono = time.monotonic()
+        return [load_line(cam_id, load.report(self.cameras[cam_id].counters.frames_read,
+                                              self.cameras[cam_id].counters.frames_dropped, mono))
+                for cam_id, load in self.loads.items()]
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -257,6 +276,8 @@ class Agent:
                     log.warning("stage %s did not stop in time", name)
         if self.publisher is not None:
             self.publisher.stop(max(0.5, deadline - time.monotonic()))
+        if self.engine is not None:
+            self.engine.stop(1.0)
         if self.store is not None:
             self.store.close()
         log.info("agent stopped")
@@ -290,5 +311,7 @@ def run(config_path: Path) -> int:
         return 1
     finally:
         agent.stop()
+        for line in agent.load_lines():  # did detection keep up with each camera
+            log.info("%s", line)
     return 0
 

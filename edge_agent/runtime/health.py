@@ -1,18 +1,24 @@
-"""The health payload (``.../health``): each sensor's state and rate, detector times, queue depths, the outbox
-backlog, the disk, and every stage."""
+"""The health payload (``.../health``): each sensor's state and rate, detector times, each camera's detection
+load (does it keep up: frames captured, detected, gated, dropped, how old a frame is when its detection is
+done), the shared detector, queue depths, the outbox backlog, the disk, and every stage."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from detectors.engine import SharedEngine
 from edge_agent import __version__
 from edge_agent.contract.ids import iso_ms
 from edge_agent.runtime.core import Core
+from edge_agent.runtime.detection import CameraLoad
 from edge_agent.runtime.stages import Stages
 
 
-def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], started: float) -> dict[str, Any]:
+def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], started: float,
+                   loads: dict[str, CameraLoad] | None = None, engine: SharedEngine | None = None) -> dict[str, Any]:
+    """``loads``: each camera's detection load (``cameras`` in the payload: captured, detected, gated, dropped,
+    frame age and detector time percentiles, detections per second); ``engine``: the shared detector's."""
     now = time.time()
     backlog, oldest = core.store.backlog(now)
     sensors: dict[str, Any] = {}
@@ -44,4 +50,22 @@ def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], star
                  "dropped_rejects": d.dropped_rejects, "lost": d.unwritten_lost},
         "stages": stage_states,
         "ledger_head": core.store.ledger_head(),
+        "cameras": camera_loads(core, loads or {}),
+        "engine": engine_report(engine) if engine is not None else None,
     }
+
+
+def camera_loads(core: Core, loads: dict[str, CameraLoad]) -> dict[str, Any]:
+    mono = time.monotonic()
+    return {cam_id: load.report(core.cameras[cam_id].counters.frames_read, core.cameras[cam_id].counters.frames_dropped,
+                                mono)
+            for cam_id, load in loads.items() if cam_id in core.cameras}
+
+
+def engine_report(engine: SharedEngine) -> dict[str, Any]:
+    c = engine.counters
+    return {"workers": engine.workers, "served": c.served, "errors": c.errors,
+            "wait_ms_mean": round(c.wait_ms_total / c.served, 1) if c.served else None,
+            "wait_ms_max": round(c.max_wait_ms, 1),
+            "by_priority": {name: c.by_priority.get(p, 0) for p, name in ((2, "tracking"), (1, "motion"),
+                                                                          (0, "keepalive"))}}

@@ -1,0 +1,214 @@
+"""How many cameras one box keeps up with: 1 to 12 busy synthetic cameras (``sim://border`` at 5 fps each, real
+time, a different seed each) through the real ``edge-agent run`` and a real Mosquitto, at 320 and at 640.
+
+For each camera count it measures, after a warm-up, from the agent's own ``health`` (published every 2 s):
+each camera's detections per second, the p99 age of a frame when its detection finished (capture to tracks);
+from the alerts a subscriber receives: frame-to-subscriber latency (the thermal evidence's frame time to the
+subscriber's clock) p50/p99; from the agent process: CPU (% of one core) and peak RSS. A count "holds" when
+every camera gets at least 95 % of 5 detections per second and the frame age p99 stays under 1 s. It prints the
+largest count that holds per size, and the CPU flags it ran on.
+
+    .venv/bin/python benchmarks/bench_capacity.py [--sizes 320 640] [--counts 1 2 4 6 8 10 12]
+        [--seconds 30] [--warmup 15] [--quiet N] [--precision auto|fp32|int8] [--runtime auto|ultralytics]
+
+``--quiet N`` adds N gated quiet cameras (``sim://quiet``) to each count: the "16 cameras of which 4 busy" case
+is ``--counts 4 --quiet 12``. ``--runtime ultralytics`` runs the model through ultralytics, as before the shared
+engine, for the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("EDGE_AGENT_HOME", str(ROOT / ".state"))
+
+from edge_agent.contract.ids import parse_time  # noqa: E402
+from edge_agent.ops.quantize import cpu_flags  # noqa: E402
+from tests.brokers import Mosquitto  # noqa: E402
+
+EXE = str(Path(sys.executable).with_name("edge-agent"))
+FPS = 5.0
+HOLD_RATE = 0.95 * FPS
+HOLD_AGE_MS = 1000.0
+CALIBRATION = [  # the demo's border camera
+    {"pixel": [40, 469], "latlon": [46.5501078, 15.6499478]},
+    {"pixel": [600, 469], "latlon": [46.5501078, 15.6500522]},
+    {"pixel": [76, 254], "latlon": [46.5502875, 15.6498824]},
+    {"pixel": [564, 254], "latlon": [46.5502875, 15.6501176]},
+    {"pixel": [320, 333], "latlon": [46.5501797, 15.6500000]},
+]
+
+
+def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision: str, runtime: str) -> Path:
+    cams, zones = [], []
+    for i in range(busy + quiet):
+        scene = "border" if i < busy else "quiet"
+        cam = f"cam{i:02d}"
+        cams.append({"id": cam, "source": f"sim://{scene}?fps={FPS:g}&realtime=1&loop=1&seed={i}",
+                     "pixel_format": "y16", "scale": 0.01, "offset": -273.15,
+                     "calibration": {"points": CALIBRATION}})
+        # every person stepping onto the near half of the picture is an alert (pixel zone: one per camera)
+        zones.append({"id": f"near{i:02d}", "camera": cam, "polygon": [[0, 300], [640, 300], [640, 480], [0, 480]],
+                      "entry": True, "cooldown_s": 0, "filters": {"labels": ["person"], "unknown": "same"}})
+    cfg = {"site": "bench", "box": "capacity", "state_dir": str(tmp / "state"),
+           "detector": {"model": "default", "imgsz": size, "precision": precision, "runtime": runtime},
+           "cameras": cams, "zones": zones,
+           "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 2, "keepalive_s": 10}}
+    path = tmp / "box.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@dataclass
+class Listener:
+    port: int
+    health: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    latencies_ms: list[tuple[float, float]] = field(default_factory=list)  # (received, latency)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Listener:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-capacity-{os.getpid()}")
+        self.client.on_connect = lambda c, *_a: c.subscribe([("border/bench/capacity/health", 0),
+                                                              ("border/bench/capacity/alerts", 1)])
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        return self
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        p = json.loads(msg.payload)
+        with self.lock:
+            if msg.topic.endswith("/health"):
+                self.health.append((now, p))
+            elif p.get("state") == "new":
+                frames = [parse_time(e["ts"]) for e in p.get("evidence", []) if e.get("type") == "thermal"]
+                if frames:
+                    self.latencies_ms.append((now, (now - min(frames)) * 1000.0))
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q / 100.0 * len(s)))]
+
+
+def run_one(size: int, busy: int, quiet: int, warmup: float, seconds: float, precision: str, runtime: str
+            ) -> dict[str, Any]:
+    broker = Mosquitto().start()
+    listener = Listener(broker.port).start()
+    with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp:
+        path = box_config(Path(tmp), broker.port, size, busy, quiet, precision, runtime)
+        proc = subprocess.Popen([EXE, "run", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+        ps = psutil.Process(proc.pid)
+        peak_rss = 0
+        try:
+            deadline = time.time() + 120
+            while not listener.health and time.time() < deadline and proc.poll() is None:  # started: model loaded
+                time.sleep(0.2)
+            t_start = time.time() + warmup
+            while time.time() < t_start and proc.poll() is None:
+                peak_rss = max(peak_rss, ps.memory_info().rss)
+                time.sleep(0.5)
+            cpu0, w0 = ps.cpu_times(), time.time()
+            while time.time() < w0 + seconds and proc.poll() is None:
+                peak_rss = max(peak_rss, ps.memory_info().rss)
+                time.sleep(0.5)
+            cpu1, w1 = ps.cpu_times(), time.time()
+            if proc.poll() is not None:
+                raise RuntimeError(f"the agent ended: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            listener.stop()
+            broker.remove()
+    with listener.lock:
+        window = [(t, h) for t, h in listener.health if w0 <= t <= w1 + 1]
+        lat = [ms for t, ms in listener.latencies_ms if w0 <= t <= w1 + 1]
+    if len(window) < 2:
+        raise RuntimeError("too few health messages in the window")
+    (ta, ha), (tb, hb) = window[0], window[-1]
+    cams = {}
+    for cam, b in hb["cameras"].items():
+        a = ha["cameras"].get(cam, {})
+        cams[cam] = {"detect_fps": (b["detected"] - a.get("detected", 0)) / (tb - ta), "age_p99": b["age_ms_p99"],
+                     "busy": int(cam[3:]) < busy}
+    busy_cams = [c for c in cams.values() if c["busy"]]
+    ages = [c["age_p99"] for c in busy_cams if c["age_p99"] is not None]
+    cpu = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (w1 - w0) * 100.0
+    min_fps = min(c["detect_fps"] for c in busy_cams)
+    return {"size": size, "busy": busy, "quiet": quiet, "min_fps": min_fps,
+            "mean_fps": statistics.fmean(c["detect_fps"] for c in busy_cams),
+            "quiet_fps": statistics.fmean(c["detect_fps"] for c in cams.values() if not c["busy"]) if quiet else None,
+            "age_p99": max(ages) if ages else None, "lat_p50": pct(lat, 50), "lat_p99": pct(lat, 99),
+            "alerts": len(lat), "cpu": cpu, "rss_mb": peak_rss / 2**20, "engine": hb.get("engine"),
+            "holds": min_fps >= HOLD_RATE and bool(ages) and max(ages) <= HOLD_AGE_MS}
+
+
+def fmt(v: float | None, spec: str = ".0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[320, 640])
+    ap.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 12])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--quiet", type=int, default=0)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    ap.add_argument("--runtime", default="auto", choices=["auto", "ultralytics"])
+    ap.add_argument("--all", action="store_true", help="go on with larger counts after one fails")
+    args = ap.parse_args()
+    print(f"CPU: {os.cpu_count()} cores, {cpu_flags()}; precision {args.precision}, runtime {args.runtime}; "
+          f"{FPS:g} fps per camera, holds: every busy camera >= {HOLD_RATE:g} detections/s and frame age p99 <= "
+          f"{HOLD_AGE_MS:.0f} ms", flush=True)
+    print(f"{'size':>4} {'busy':>4} {'quiet':>5} {'min det/s':>9} {'mean':>5} {'quiet':>5} {'age p99':>7} "
+          f"{'alert p50':>9} {'p99':>5} {'alerts':>6} {'CPU %':>6} {'RSS MB':>6} holds", flush=True)
+    best: dict[int, int] = {}
+    for size in args.sizes:
+        for n in args.counts:
+            r = run_one(size, n, args.quiet, args.warmup, args.seconds, args.precision, args.runtime)
+            print(f"{size:>4} {n:>4} {args.quiet:>5} {r['min_fps']:>9.2f} {r['mean_fps']:>5.2f} "
+                  f"{fmt(r['quiet_fps'], '.2f'):>5} {fmt(r['age_p99']):>7} {fmt(r['lat_p50']):>9} "
+                  f"{fmt(r['lat_p99']):>5} {r['alerts']:>6} {r['cpu']:>6.0f} {r['rss_mb']:>6.0f} "
+                  f"{'yes' if r['holds'] else 'NO'}", flush=True)
+            if r["holds"]:
+                best[size] = max(best.get(size, 0), n)
+            elif not args.all:
+                break
+    for size in args.sizes:
+        print(f"largest camera count holding {FPS:g} detections/s each at {size}: {best.get(size, 0)}"
+              f"{f' (+{args.quiet} quiet)' if args.quiet else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
