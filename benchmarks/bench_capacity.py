@@ -68,7 +68,8 @@ def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision
         # every person stepping onto the near half of the picture is an alert (pixel zone: one per camera)
         zones.append({"id": f"near{i:02d}", "camera": cam, "polygon": [[0, 300], [640, 300], [640, 480], [0, 480]],
                       "entry": True, "cooldown_s": 0, "filters": {"labels": ["person"], "unknown": "same"}})
-    cfg = {"site": "bench", "box": "capacity", "state_dir": str(tmp / "state"),
+    cfg = {"site": "bench", "box": "capacity", "state_dir": os.environ["EDGE_AGENT_HOME"],  # the provisioned models
+           "incident_log": {"path": str(tmp / "incidents.db")},
            "detector": {"model": "default", "imgsz": size, "precision": precision, "runtime": runtime},
            "cameras": cams, "zones": zones,
            "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 2, "keepalive_s": 10}}
@@ -125,6 +126,8 @@ def run_one(size: int, busy: int, quiet: int, warmup: float, seconds: float, pre
         proc = subprocess.Popen([EXE, "run", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
         ps = psutil.Process(proc.pid)
+        cpu0 = cpu1 = ps.cpu_times()
+        w0 = w1 = time.time()
         peak_rss = 0
         try:
             deadline = time.time() + 120

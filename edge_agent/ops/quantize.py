@@ -204,9 +204,9 @@ class PrecisionChoice:
     why: str
 
 
-def choose(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, seconds: float = 4.0
-           ) -> PrecisionChoice:
-    """Measure FP32 and INT8 at ``imgsz`` here and write the default into ``precision.json``."""
+def choose(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, seconds: float = 4.0,
+           record: bool = True) -> PrecisionChoice:
+    """Measure FP32 and INT8 at ``imgsz`` here and (``record``) write the default into ``precision.json``."""
     base = YoloConfig(imgsz=imgsz, runtime="openvino", parallel=max(1, min(4, os.cpu_count() or 2)))
     fp32 = YoloDetector(base.model_copy(update={"model": export_path(models_dir, "openvino", imgsz, release)}))
     int8 = YoloDetector(base.model_copy(update={"model": int8_path(models_dir, imgsz, release)}))
@@ -227,6 +227,8 @@ def choose(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, 
     choice = PrecisionChoice(imgsz, default, round(f_ms, 2), round(i_ms, 2), round(f_f1, 4), round(i_f1, 4),
                              round(recall, 4), per, cpu_flags(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                              why)
+    if not record:
+        return choice
     path = export_path(models_dir, "openvino", imgsz, release).parent / PRECISION_FILE
     table = json.loads(path.read_text()) if path.exists() else {}
     table[str(imgsz)] = asdict(choice)
