@@ -4,7 +4,8 @@ time, a different seed each) through the real ``edge-agent run`` and a real Mosq
 For each camera count it measures, after a warm-up, from the agent's own ``health`` (published every 2 s):
 each camera's detections per second, the p99 age of a frame when its detection finished (capture to tracks);
 from the alerts a subscriber receives: frame-to-subscriber latency (the thermal evidence's frame time to the
-subscriber's clock) p50/p99; from the agent process: CPU (% of one core) and peak RSS. A count "holds" when
+subscriber's clock, for each new or updated alert state) p50/p99; from the agent process: CPU (% of one
+core) and peak RSS. A count "holds" when
 every camera gets at least 95 % of 5 detections per second and the frame age p99 stays under 1 s. It prints the
 largest count that holds per size, and the CPU flags it ran on.
 
@@ -100,10 +101,12 @@ class Listener:
         with self.lock:
             if msg.topic.endswith("/health"):
                 self.health.append((now, p))
-            elif p.get("state") == "new":
+            elif p.get("state") in ("new", "updated"):
+                # the frame that made this alert state: its newest thermal evidence (an incident that is open
+                # takes later entries as updates)
                 frames = [parse_time(e["ts"]) for e in p.get("evidence", []) if e.get("type") == "thermal"]
                 if frames:
-                    self.latencies_ms.append((now, (now - min(frames)) * 1000.0))
+                    self.latencies_ms.append((now, (now - max(frames)) * 1000.0))
 
     def stop(self) -> None:
         self.client.disconnect()

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("command-post", help="command post: the guards' web page (map, alert board, acks, boxes, "
                        "history) fed by every box under a prefix; 'user' manages who signs in")
-    s.add_argument("-c", "--config", required=True, help="command post config (configs/command-post.yaml)")
+    s.add_argument("-c", "--config", help="command post config (configs/commandpost/command-post.yaml)")
     us = s.add_subparsers(dest="what", metavar="user", required=False)
     u = us.add_parser("user", help="add, remove, change or list the page's users")
     uw = u.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = uw.add_parser("remove", help="remove a user; their open sessions end")
     a.add_argument("name")
     uw.add_parser("list", help="users and roles")
+    for a in uw.choices.values():  # -c before or after 'user ACTION'
+        a.add_argument("-c", "--config", default=argparse.SUPPRESS, help="command post config")
     s.set_defaults(func=cmd_command_post)
 
     s = sub.add_parser("doctor", help="check a box: sensors, model speed, broker credentials, disk, clock")

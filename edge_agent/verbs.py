@@ -284,6 +284,9 @@ def cmd_command_post(args: argparse.Namespace) -> int:
     from edge_agent.commandpost.users import UserError, Users
     from edge_agent.config.commandpost import load_command_post_config
 
+    if not args.config:
+        raise UsageError("give the command post's config: edge-agent command-post -c CP_CONFIG "
+                         "(example: configs/commandpost/command-post.yaml)")
     cfg = load_command_post_config(args.config)
     try:
         if args.what is None:

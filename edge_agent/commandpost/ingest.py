@@ -126,7 +126,9 @@ def _position(coords: Any, what: str) -> list[float]:
         raise BadPayload(f"{what}: expected [lon, lat]")
     lon = _number(coords[0], f"{what} lon", -180, 180)
     lat = _number(coords[1], f"{what} lat", -90, 90)
-    return [lon, lat]  # type: ignore[list-item]
+    if lon is None or lat is None:
+        raise BadPayload(f"{what}: a position needs both lon and lat")
+    return [lon, lat]
 
 
 def clean_site_map(data: Any) -> dict[str, Any]:
