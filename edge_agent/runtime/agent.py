@@ -63,6 +63,8 @@ from sensors.thermal import ThermalCamera
 
 log = logging.getLogger(__name__)
 
+FEED_READY_S = 3.0  # how long start waits for a line sensor's socket before it says online anyway
+
 
 class Agent:
     """The whole box in one process: builds the stages, runs the main loop, reloads, stops."""
@@ -145,11 +147,6 @@ class Agent:
                 self.feeds[s.id] = SensorFeed(s.id, s.kind, s.url, lambda ev: self.queue.put(SensorEvent(ev)),
                                               max_skew_s=s.max_skew_s, hb_timeout_s=s.hb_timeout_s,
                                               accept=cfg.accepted_ids(s.id))
-        if cfg.mqtt is not None:
-            self.publisher = Publisher(cfg.mqtt, cfg.site, cfg.box, self.store, self._ack_arrived)
-            self.publisher.start()
-            pub = self.publisher
-            self.stages.add(Stage("delivery", "delivery", pub._thread, beat_of=lambda: pub.heartbeat))
         first_map = self.core.site_view  # the map of the start, before any frame: cameras without a footprint yet
         self.stages.spawn("core", "core", self.core.run, self.stop_event.is_set)
         for cam_id, cam in self.cameras.items():
@@ -162,6 +159,15 @@ class Agent:
         for feed in self.feeds.values():
             feed.start(self.stop_event)
             self.stages.add(Stage(f"feed:{feed.sensor_id}", "feed", feed.reader._thread))
+        for feed in self.feeds.values():  # the box says online once its sensors listen (a bind can retry)
+            if not feed.reader.wait_ready(FEED_READY_S):
+                log.warning("sensor %s: not listening or connected after %.0f s; going on", feed.sensor_id,
+                            FEED_READY_S)
+        if cfg.mqtt is not None:
+            self.publisher = Publisher(cfg.mqtt, cfg.site, cfg.box, self.store, self._ack_arrived)
+            self.publisher.start()
+            pub = self.publisher
+            self.stages.add(Stage("delivery", "delivery", pub._thread, beat_of=lambda: pub.heartbeat))
         log.info("agent %s started: %d camera(s), %d feed(s), incident log %s, broker %s", self.root,
                  len(self.cameras), len(self.feeds), cfg.db_path,
                  f"{cfg.mqtt.host}:{cfg.mqtt.broker_port}" if cfg.mqtt else "none (alerts stay in the outbox)")
