@@ -59,7 +59,7 @@ CALIBRATION = [  # the demo's border camera
 
 
 def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision: str, runtime: str) -> Path:
-    cams, zones = [], []
+    cams, zones, fusion = [], [], []
     for i in range(busy + quiet):
         scene = "border" if i < busy else "quiet"
         cam = f"cam{i:02d}"
@@ -69,10 +69,12 @@ def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision
         # every person stepping onto the near half of the picture is an alert (pixel zone: one per camera)
         zones.append({"id": f"near{i:02d}", "camera": cam, "polygon": [[0, 300], [640, 300], [640, 480], [0, 480]],
                       "entry": True, "cooldown_s": 0, "filters": {"labels": ["person"], "unknown": "same"}})
+        # each entry its own incident (closed 1 s after its evidence), so that alerts keep coming to be timed
+        fusion.append({"id": f"near{i:02d}", "place": f"near{i:02d}", "window_s": 1, "quiet_s": 1, "cooldown_s": 0})
     cfg = {"site": "bench", "box": "capacity", "state_dir": os.environ["EDGE_AGENT_HOME"],  # the provisioned models
            "incident_log": {"path": str(tmp / "incidents.db")},
            "detector": {"model": "default", "imgsz": size, "precision": precision, "runtime": runtime},
-           "cameras": cams, "zones": zones,
+           "cameras": cams, "zones": zones, "fusion": fusion,
            "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 2, "keepalive_s": 10}}
     path = tmp / "box.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -19,6 +19,7 @@ from detectors.types import Detections
 from detectors.yolo import YoloConfig, YoloDetector
 from edge_agent.ops.quantize import photographs
 from edge_agent.runtime.modelpaths import int8_path
+from tests.brokers import wait_for
 from tests.conftest import MODELS_DIR
 
 
@@ -71,10 +72,10 @@ def test_a_camera_with_a_live_track_is_served_within_a_second_while_six_busy_cam
     threads = [_camera(engine, name, MOTION, stop, served, value=i + 10)
                for i, (name, served) in enumerate(busy.items())]
     try:
-        assert _wait(lambda: sum(map(len, busy.values())) >= 12)  # the queue is full and turning
+        assert wait_for(lambda: sum(map(len, busy.values())) >= 12)  # the queue is full and turning
         threads.append(_camera(engine, "tracked", TRACKING, stop, tracking, value=3))
         threads.append(_camera(engine, "quiet", KEEPALIVE, stop, quiet, value=4))
-        assert _wait(lambda: len(tracking) >= 20 and len(quiet) >= 3)
+        assert wait_for(lambda: len(tracking) >= 20 and len(quiet) >= 3)
     finally:
         stop.set()
         engine.stop()
@@ -98,26 +99,17 @@ def test_the_engine_goes_on_when_a_camera_dies_and_stopping_wakes_who_waits() ->
     ta = _camera(engine, "a", MOTION, stop_a, a, value=1)
     tb = _camera(engine, "b", MOTION, stop_b, b, value=2)
     try:
-        assert _wait(lambda: len(a) >= 5 and len(b) >= 5)
+        assert wait_for(lambda: len(a) >= 5 and len(b) >= 5)
         stop_a.set()  # camera a's source died: it stops asking
         ta.join(5)
         before = len(b)
-        assert _wait(lambda: len(b) >= before + 20)
+        assert wait_for(lambda: len(b) >= before + 20)
     finally:
         stop_b.set()
         engine.stop()
         tb.join(5)
     with pytest.raises(EngineStopped):
         engine.detect("c", np.zeros((8, 8), np.uint8))
-
-
-def _wait(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 # -- the real model: the direct OpenVINO runtime and INT8 -------------------------------------------------

@@ -11,8 +11,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from sqlite_utils import Migrations
 
 from edge_agent.contract.alert import SEVERITIES
 from edge_agent.contract.ids import parse_time
+from edge_agent.incidents.connection import write_tx
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 OPEN_STATES = ("new", "updated", "escalated")
@@ -80,18 +80,8 @@ class CommandPostStore:
         with self.lock:
             self.db.conn.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[None]:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self.db.execute("COMMIT")
-            except BaseException:
-                if self.db.conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        self.db.execute("ROLLBACK")
-                raise
+    def tx(self) -> AbstractContextManager[None]:
+        return write_tx(self.db, self.lock)
 
     def rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self.lock:

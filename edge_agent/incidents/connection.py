@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 import sqlite_utils
@@ -45,19 +45,9 @@ class LogConnection:
     def version(self) -> int:
         return schema.user_version(self.db)
 
-    @contextmanager
-    def tx(self) -> Iterator[None]:
+    def tx(self) -> AbstractContextManager[None]:
         """One write transaction (``BEGIN IMMEDIATE``), committed on leaving, rolled back on an exception."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self.db.execute("COMMIT")  # a full disk can fail the commit itself: rolled back below
-            except BaseException:
-                if self.db.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-                    with suppress(sqlite3.Error):
-                        self.db.execute("ROLLBACK")
-                raise
+        return write_tx(self.db, self.lock)
 
     def integrity(self) -> str:
         with self.lock:
@@ -68,3 +58,19 @@ class LogConnection:
             with suppress(sqlite3.Error):
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.db.conn.close()
+
+
+@contextmanager
+def write_tx(db: sqlite_utils.Database, lock: threading.RLock) -> Iterator[None]:
+    """One write transaction (``BEGIN IMMEDIATE``) under ``lock``, committed on leaving, rolled back on an
+    exception: for any SQLite file of the product opened in autocommit mode (``isolation_level=None``)."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")  # a full disk can fail the commit itself: rolled back below
+        except BaseException:
+            if db.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
