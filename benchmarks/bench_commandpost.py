@@ -7,12 +7,15 @@
 3. The window: ``--rate`` alerts per second for ``--seconds`` (contract alerts, state ``new``, spread over the
    boxes; every 10th critical, every other one with a location), each published with QoS 1 and its publish time
    (epoch ms) kept. Latency "published -> drawn on the page" is the page's ``window.__cp.shown["ID/new"]`` minus
-   that time; the page's copy of each server-sent ``alert`` event (tapped before the board's own handler) splits
-   it into: broker -> command post received it, stored + receipt + event built, event on the page, drawn.
+   that time. An alert the board holds back (``max_alerts_shown`` open alerts rank above it) is never drawn: it is
+   counted apart from one that is lost, as the board counts it ("more open in History"). The page's copy of each
+   server-sent ``alert`` event (tapped before the board's own handler) splits the time into: broker -> command
+   post received it, stored + receipt + event built, event on the page, drawn.
    The command post's CPU (``cpu_times``, % of one core) and RSS over the window, and the other processes'.
 4. The flood: alerts at ``--flood-rate`` until ``--total`` in all, then the page's JS heap (after a forced GC),
    DOM size and rows on the board, and whether it still responds: single alerts published after the flood
-   until drawn, a full re-render of the board, a reload of its state (``/api/state``).
+   until drawn (critical ones, so that they rank on the board), a full re-render of the board, a reload of its
+   state (``/api/state``).
 
 5. Where the page's time goes (``--trace S``, off by default since it adds load): a Chromium trace of the last S
    seconds of each phase, the page's main thread's time by kind of work. ``--json FILE`` keeps every alert's times.
@@ -65,7 +68,7 @@ SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high")  # and ever
 # Runs in the page before its own scripts: the board's `alert` events are copied (id, received and sent by the
 # command post, arrived on the page) before the board handles them, and long tasks (> 50 ms) are counted.
 TAP = """
-window.__bench = {events: [], longtasks: 0, longtaskMs: 0};
+window.__bench = {events: [], longtasks: 0, longtaskMs: 0, hiddenSeen: new Set()};
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) { window.__bench.longtasks++; window.__bench.longtaskMs += e.duration; }
 }).observe({type: "longtask"});
@@ -81,14 +84,16 @@ EventSource.prototype.addEventListener = function (type, fn, options) {
 };
 """
 # New "ID/new" entries of window.__cp.shown from position `off` on (a Map keeps insertion order; a state drawn
-# again keeps its first position), and the tap's events since the last read.
+# again keeps its first position), the ids the board has held back (state.hidden: open alerts beyond
+# max_alerts_shown, counted "more open in History") not reported before, and the tap's events since the last read.
 COLLECT = """(off) => {
   const s = window.__cp.shown, shown = [];
   if (s.size < off) off = 0;
   let i = 0;
   for (const [k, v] of s) { if (i++ >= off && k.endsWith("/new")) shown.push([k.slice(0, -4), v]); }
-  const b = window.__bench;
-  return {size: s.size, shown, events: b.events.splice(0), longtasks: [b.longtasks, b.longtaskMs]};
+  const b = window.__bench, hidden = [];
+  for (const id of state.hidden) if (!b.hiddenSeen.has(id)) { b.hiddenSeen.add(id); hidden.push(id); }
+  return {size: s.size, shown, hidden, events: b.events.splice(0), longtasks: [b.longtasks, b.longtaskMs]};
 }"""
 RERENDER = """() => {
   for (const id of state.alerts.keys()) state.dirty.add(id);
@@ -97,7 +102,7 @@ RERENDER = """() => {
 RELOAD = "async () => { const t = performance.now(); await load(); void document.body.offsetHeight; " \
          "return performance.now() - t; }"
 PAGE_SIZE = """() => ({elements: document.getElementsByTagName("*").length,
-  rows: document.querySelectorAll("#alerts tbody tr").length, kept: state.alerts.size,
+  rows: document.querySelectorAll("#alerts tbody tr").length, kept: state.alerts.size, hidden: state.hidden.size,
   boxes: document.querySelectorAll("#boxes tbody tr").length, heap: performance.memory.usedJSHeapSize})"""
 
 
@@ -187,10 +192,10 @@ class Fleet:
         self.client.loop_stop()
 
 
-def make_alert(i: int, box: Box) -> Alert:
-    """Alert number ``i``: kinds and severities in turn, every 10th critical, every other one placed."""
+def make_alert(i: int, box: Box, critical: bool = False) -> Alert:
+    """Alert number ``i``: kinds and severities in turn, every 10th critical (or this one), every other one placed."""
     now = time.time()
-    severity: Severity = "critical" if i % 10 == 0 else SEVERITIES[i % 4]
+    severity: Severity = "critical" if critical or i % 10 == 0 else SEVERITIES[i % 4]
     where = (box.lat + 0.0005 * (i % 7), box.lon + 0.0005 * (i % 5)) if i % 2 == 0 else None
     thermal = Evidence("cam-1", "thermal", now, (("label", "person"), ("confidence", 0.81), ("track_id", i),
                                                  ("bbox", [312.0, 140.5, 338.0, 212.0]), ("temp_c", 31.4),
@@ -217,8 +222,8 @@ class AlertSource:
         self.published: dict[str, float] = {}
         self.count = 0
 
-    def publish_one(self) -> str:
-        a = make_alert(self.count, self.boxes[(self.count * 7) % len(self.boxes)])
+    def publish_one(self, critical: bool = False) -> str:
+        a = make_alert(self.count, self.boxes[(self.count * 7) % len(self.boxes)], critical)
         self.count += 1
         self.published[a.alert_id] = now_ms()
         self.client.publish(f"{PREFIX}/{a.site}/{a.box}/alerts", a.to_json(), qos=1)
@@ -330,6 +335,7 @@ class Board:
         self.cdp.send("Performance.enable")
         self.shown: dict[str, float] = {}
         self.events: dict[str, tuple[float, float, float]] = {}  # received, sent (command post), on the page
+        self.held: set[str] = set()  # ids the board has held back (beyond max_alerts_shown), drawn or not
         self.read = 0  # entries of __cp.shown read so far
         self.longtasks = (0, 0.0)
         self.offset_ms, self.offset_rtt_ms = self.clock_offset_ms()
@@ -351,13 +357,14 @@ class Board:
         self.read = got["size"]
         for alert_id, at in got["shown"]:
             self.shown.setdefault(alert_id, at - self.offset_ms)
+        self.held.update(got["hidden"])
         for alert_id, received, sent, at in got["events"]:
             self.events.setdefault(alert_id, (received, sent, at - self.offset_ms))
         self.longtasks = (int(got["longtasks"][0]), float(got["longtasks"][1]))
 
     def follow(self, busy: threading.Thread | None, ids: Iterable[str], settle_s: float) -> None:
-        """Read the page every 0.25 s while ``busy`` publishes, then until every id is drawn or ``settle_s``
-        passed."""
+        """Read the page every 0.25 s while ``busy`` publishes, then until every id is drawn or held back by the
+        board, or ``settle_s`` passed."""
         while busy is not None and busy.is_alive():
             self.collect()
             self.page.wait_for_timeout(250)
@@ -365,7 +372,7 @@ class Board:
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
             self.collect()
-            if all(i in self.shown for i in wanted):
+            if all(i in self.shown or i in self.held for i in wanted):
                 return
             self.page.wait_for_timeout(250)
 
@@ -425,7 +432,8 @@ def chromium_processes() -> list[psutil.Process]:
 @dataclass(frozen=True, slots=True)
 class Latency:
     drawn: list[float]  # published -> drawn, ms
-    missing: int
+    held: int  # never drawn: the board held them back (max_alerts_shown open alerts ranked above), counted
+    missing: int  # never drawn, not held back either: lost
     receipt: list[float]  # published -> receipt back at the box side
     to_cp: list[float]  # published -> the command post received it
     stored: list[float]  # received -> event built (stored with FULL sync, receipt sent, row read)
@@ -437,7 +445,9 @@ class Latency:
 def latency(ids: list[str], published: dict[str, float], board: Board, receipts: dict[str, float]) -> Latency:
     shown = board.shown
     ev = [(i, board.events[i]) for i in ids if i in board.events and i in shown]
-    return Latency([shown[i] - published[i] for i in ids if i in shown], sum(1 for i in ids if i not in shown),
+    never = [i for i in ids if i not in shown]
+    held = sum(1 for i in never if i in board.held)
+    return Latency([shown[i] - published[i] for i in ids if i in shown], held, len(never) - held,
                    [receipts[i] - published[i] for i in ids if i in receipts],
                    [e[0] - published[i] for i, e in ev], [e[1] - e[0] for _, e in ev],
                    [e[2] - e[1] for _, e in ev], [shown[i] - e[2] for i, e in ev], [e[0] for _, e in ev])
@@ -533,7 +543,8 @@ def print_phase(title: str, ph: Phase) -> None:
     lat = ph.lat
     print(f"\n{title}")
     print(row("published -> drawn on the page (ms)", lat.drawn))
-    print(f"  {'never drawn':<44} {lat.missing} of {ph.n}")
+    print(f"  {'never drawn':<44} {lat.held + lat.missing} of {ph.n}: {lat.held} held back by the board (beyond "
+          f"max_alerts_shown, counted), {lat.missing} lost")
     print(row("published -> receipt back (stored)", lat.receipt))
     if len(lat.received) > 1:
         span = (max(lat.received) - min(lat.received)) / 1000
@@ -560,16 +571,17 @@ def print_page(board: Board, source: AlertSource, sizes: list[tuple[str, dict[st
     print(f"  {'':<34}" + "".join(f"{name:>20}" for name, _ in sizes))
     for key, label, unit in (("heap", "JS heap used after GC (MiB)", 2**20), ("elements", "DOM elements", 1),
                              ("nodes", "DOM nodes (CDP)", 1), ("rows", "rows on the board", 1),
-                             ("kept", "alerts kept by the board", 1), ("boxes", "box rows", 1)):
+                             ("kept", "alerts kept by the board", 1),
+                             ("hidden", "open ones held back (counted)", 1), ("boxes", "box rows", 1)):
         print(f"  {label:<34}" + "".join(f"{size[key] / unit:>20,.1f}" if unit > 1 else f"{size[key]:>20,.0f}"
                                          for _, size in sizes))
     after = []
     for _ in range(5):
-        alert_id = source.publish_one()
+        alert_id = source.publish_one(critical=True)
         board.follow(None, [alert_id], 30)
         after.append(f"{board.shown[alert_id] - source.published[alert_id]:.0f}" if alert_id in board.shown
                      else "never")
-    print(f"  then a new alert, published -> drawn, 5 in turn: {', '.join(after)} ms")
+    print(f"  then a new critical alert, published -> drawn, 5 in turn: {', '.join(after)} ms")
     print(f"  full re-render of the board (every row, with layout): "
           f"{', '.join(f'{x:,.0f}' for x in board.timed(RERENDER))} ms")
     print(f"  reload of its state (/api/state, then render): {', '.join(f'{x:,.0f}' for x in board.timed(RELOAD))} ms")
@@ -632,8 +644,9 @@ def main() -> None:
             print_phase(f"window: {n} alerts at {args.rate:g}/s over {args.seconds:g} s, the page open, "
                         f"{args.boxes} boxes' health arriving:", window)
             p99 = pct(window.lat.drawn, 0.99)
-            print(f"  goal p99 published -> drawn <= 1000 ms: {'MET' if p99 <= 1000 else 'MISSED'} (p99 {p99:.0f} ms, "
-                  f"{window.lat.missing} never drawn)")
+            met = p99 <= 1000 and window.lat.missing == 0
+            print(f"  goal p99 published -> drawn <= 1000 ms: {'MET' if met else 'MISSED'} (p99 {p99:.0f} ms, "
+                  f"{window.lat.missing} lost, {window.lat.held} held back by the board)")
             sizes = [(f"after {source.count:,}", board.size())]
             n = max(0, args.total - source.count)
             flood = run_phase(board, source, receipts, load, cp, n, args.flood_rate, args.settle,
