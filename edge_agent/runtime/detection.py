@@ -17,6 +17,7 @@ import numpy as np
 from detectors.annotate import annotate
 from detectors.base import Detector, create_detector
 from detectors.classify import Classification
+from detectors.engine import EngineStopped
 from detectors.gating import MotionHeatGate
 from detectors.offline import prepare_ultralytics
 from detectors.pipeline import FrameResult, TrackingPipeline
@@ -146,6 +147,8 @@ class DetectionStage:
                 continue
             try:
                 result = self.pipeline.process(frame)
+            except EngineStopped:  # the agent is stopping
+                break
             except Exception as exc:  # one frame the detector cannot take is a rejected frame, not a dead stage
                 log.exception("camera %s: frame %s could not be processed", cam_id, frame.seq)
                 self.load.errors += 1
