@@ -435,22 +435,24 @@ class Latency:
     held: int  # never drawn: the board held them back (max_alerts_shown open alerts ranked above), counted
     missing: int  # never drawn, not held back either: lost
     receipt: list[float]  # published -> receipt back at the box side
+    # the legs up to the page, of every alert whose event reached the page (drawn or held back)
     to_cp: list[float]  # published -> the command post received it
     stored: list[float]  # received -> event built (stored with FULL sync, receipt sent, row read)
     to_page: list[float]  # event built -> on the page
-    drawing: list[float]  # on the page -> drawn
+    drawing: list[float]  # on the page -> drawn (the drawn ones)
     received: list[float]  # when the command post received each (epoch ms)
 
 
 def latency(ids: list[str], published: dict[str, float], board: Board, receipts: dict[str, float]) -> Latency:
     shown = board.shown
-    ev = [(i, board.events[i]) for i in ids if i in board.events and i in shown]
+    ev = [(i, board.events[i]) for i in ids if i in board.events]
     never = [i for i in ids if i not in shown]
     held = sum(1 for i in never if i in board.held)
     return Latency([shown[i] - published[i] for i in ids if i in shown], held, len(never) - held,
                    [receipts[i] - published[i] for i in ids if i in receipts],
                    [e[0] - published[i] for i, e in ev], [e[1] - e[0] for _, e in ev],
-                   [e[2] - e[1] for _, e in ev], [shown[i] - e[2] for i, e in ev], [e[0] for _, e in ev])
+                   [e[2] - e[1] for _, e in ev], [shown[i] - e[2] for i, e in ev if i in shown],
+                   [e[0] for _, e in ev])
 
 
 def row(label: str, xs: list[float]) -> str:

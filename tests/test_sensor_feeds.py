@@ -368,7 +368,9 @@ def test_tcp_client_reconnects_after_the_sensor_drops(stop: threading.Event) -> 
     port = srv.getsockname()[1]
     feed, got = _collect("radio", f"tcp://127.0.0.1:{port}", stop, backoff_min_s=0.1, backoff_max_s=0.2,
                         accept=frozenset({"rf-1"}))
-    line = b'{"sensor":"rf-1","ts":1795435200000,"kind":"rf_detect","freq_hz":4.46e8}\n'
+    # the sensor's clock is now: a fixed stamp would be rejected as a clock off by more than a day once the
+    # calendar moves on
+    line = b'{"sensor":"rf-1","ts":%d,"kind":"rf_detect","freq_hz":4.46e8}\n' % int(time.time() * 1000)
     for _ in range(2):
         conn, _ = srv.accept()
         conn.sendall(line + line.rstrip())  # the last line has no newline: kept...
