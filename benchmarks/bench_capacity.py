@@ -58,7 +58,8 @@ CALIBRATION = [  # the demo's border camera
 ]
 
 
-def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision: str, runtime: str) -> Path:
+def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision: str, runtime: str,
+               lone_latency: bool = True) -> Path:
     cams, zones, fusion = [], [], []
     for i in range(busy + quiet):
         scene = "border" if i < busy else "quiet"
@@ -73,7 +74,8 @@ def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision
         fusion.append({"id": f"near{i:02d}", "place": f"near{i:02d}", "window_s": 1, "quiet_s": 1, "cooldown_s": 0})
     cfg = {"site": "bench", "box": "capacity", "state_dir": os.environ["EDGE_AGENT_HOME"],  # the provisioned models
            "incident_log": {"path": str(tmp / "incidents.db")},
-           "detector": {"model": "default", "imgsz": size, "precision": precision, "runtime": runtime},
+           "detector": {"model": "default", "imgsz": size, "precision": precision, "runtime": runtime,
+                        "lone_latency": lone_latency},
            "cameras": cams, "zones": zones, "fusion": fusion,
            "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 2, "keepalive_s": 10}}
     path = tmp / "box.yaml"
@@ -122,12 +124,12 @@ def pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q / 100.0 * len(s)))]
 
 
-def run_one(size: int, busy: int, quiet: int, warmup: float, seconds: float, precision: str, runtime: str
-            ) -> dict[str, Any]:
+def run_one(size: int, busy: int, quiet: int, warmup: float, seconds: float, precision: str, runtime: str,
+            lone_latency: bool = True) -> dict[str, Any]:
     broker = Mosquitto().start()
     listener = Listener(broker.port).start()
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp:
-        path = box_config(Path(tmp), broker.port, size, busy, quiet, precision, runtime)
+        path = box_config(Path(tmp), broker.port, size, busy, quiet, precision, runtime, lone_latency)
         proc = subprocess.Popen([EXE, "run", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
         ps = psutil.Process(proc.pid)
@@ -194,8 +196,11 @@ def main() -> int:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
     ap.add_argument("--runtime", default="auto", choices=["auto", "ultralytics"])
     ap.add_argument("--all", action="store_true", help="go on with larger counts after one fails")
+    ap.add_argument("--no-lone-latency", dest="lone_latency", action="store_false",
+                    help="detector.lone_latency off: a lone frame runs on one stream's share of the cores")
     args = ap.parse_args()
-    print(f"CPU: {os.cpu_count()} cores, {cpu_flags()}; precision {args.precision}, runtime {args.runtime}; "
+    print(f"CPU: {os.cpu_count()} cores, {cpu_flags()}; precision {args.precision}, runtime {args.runtime}, "
+          f"lone frames {'on all threads' if args.lone_latency else 'on one stream'}; "
           f"{FPS:g} fps per camera, holds: every busy camera >= {HOLD_RATE:g} detections/s and frame age p99 <= "
           f"{HOLD_AGE_MS:.0f} ms", flush=True)
     print(f"{'size':>4} {'busy':>4} {'quiet':>5} {'min det/s':>9} {'mean':>5} {'quiet':>5} {'age p99':>7} "
@@ -203,7 +208,8 @@ def main() -> int:
     best: dict[int, int] = {}
     for size in args.sizes:
         for n in args.counts:
-            r = run_one(size, n, args.quiet, args.warmup, args.seconds, args.precision, args.runtime)
+            r = run_one(size, n, args.quiet, args.warmup, args.seconds, args.precision, args.runtime,
+                        args.lone_latency)
             print(f"{size:>4} {n:>4} {args.quiet:>5} {r['min_fps']:>9.2f} {r['mean_fps']:>5.2f} "
                   f"{fmt(r['quiet_fps'], '.2f'):>5} {fmt(r['age_p99']):>7} {fmt(r['lat_p50']):>9} "
                   f"{fmt(r['lat_p99']):>5} {r['alerts']:>6} {r['cpu']:>6.0f} {r['rss_mb']:>6.0f} "

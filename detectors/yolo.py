@@ -46,6 +46,8 @@ class YoloConfig(BaseModel):
                         "is larger than imgsz (small far targets); one more inference per tile.")
     parallel: int = Field(2, ge=1, le=16, description="Frames inferred at once (OpenVINO streams), shared by "
                           "all cameras; on a 2-core box 2.")
+    lone_latency: bool = Field(True, description="OpenVINO runtime: a frame inferred while no other is runs on "
+                               "all threads (a second compilation for latency) instead of one stream's share.")
     class_map: dict[str, str] | None = Field(
         None,
         description="Model class name -> person|vehicle|animal; unmapped classes are dropped. "
@@ -103,7 +105,8 @@ class YoloDetector(Detector):
                 f"model {p}: unsupported format {p.suffix!r}; use .pt, .onnx or an OpenVINO folder"
             )
         if self.runtime == "openvino":
-            native = OpenVinoYolo(p, threads=self.config.threads, parallel=self.config.parallel)
+            native = OpenVinoYolo(p, threads=self.config.threads, parallel=self.config.parallel,
+                                  lone_latency=self.config.lone_latency)
             try:
                 self._lookup = class_lookup(native.names, self.config.class_map)
             except ValueError as exc:
@@ -125,6 +128,13 @@ class YoloDetector(Detector):
         except ValueError as exc:
             raise DetectorUnavailable(f"model {p}: {exc}") from exc
         self._model = model
+
+    def inference_modes(self) -> dict[str, int] | None:
+        """OpenVINO runtime with ``lone_latency``: frames inferred alone (all threads) and beside others."""
+        n = self._native
+        if n is None or n.latency_compiled is None:
+            return None
+        return {"alone": n.lone, "beside_others": n.shared}
 
     def detect(self, gray8: np.ndarray) -> Detections:
         self.load()

@@ -65,6 +65,9 @@ def test_health_shows_each_cameras_load_and_one_engine_serves_them(tmp_path: Pat
     engine = health["engine"]
     assert engine["workers"] == 2 and engine["served"] >= sum(c["detected"] for c in cams.values())
     assert engine["errors"] == 0
+    # every frame ran either alone on all threads or beside another on a stream
+    frames = engine["frames"]  # counted when a frame goes in, served when it comes out: one or two in flight
+    assert 0 <= sum(frames.values()) - engine["served"] <= 2 and frames["beside_others"] > 0, engine
     lines = agent.load_lines()
     assert any(line.startswith("camera busy0: ") and "frames captured" in line and "frame age p50" in line
                for line in lines), lines

@@ -148,3 +148,43 @@ def test_int8_and_fp32_find_the_same_people_in_the_real_photographs(imgsz: int, 
         people = want.xyxy[want.confidence >= 0.4]
         assert len(people) >= 1, f"{name}: FP32 finds nobody sure; the photograph is not a test of anything"
         assert len(match(people, got.xyxy, 0.5)) == len(people), (name, want, got)
+
+
+def test_a_lone_frame_runs_on_all_threads_and_frames_side_by_side_share_the_streams(default_ov640: Path) -> None:
+    folder = MODELS_DIR / "person-fall-0.1.2" / "best_640_openvino_model"
+    det = YoloDetector(YoloConfig(model=folder, imgsz=640, threads=2, parallel=2))
+    streams_only = YoloDetector(YoloConfig(model=folder, imgsz=640, threads=2, parallel=2, lone_latency=False))
+    img = photographs()["bus"]
+    alone = det.detect(img)
+    assert det.inference_modes() == {"alone": 1, "beside_others": 0}
+    want = streams_only.detect(img)
+    assert streams_only.inference_modes() is None  # one compilation only
+    assert len(want) >= 4  # the people in the bus photograph
+
+    def same(a: Detections) -> bool:  # the two compilations find the same boxes
+        pairs = match(want.xyxy, a.xyxy, 0.95)
+        return len(a) == len(want) and len(pairs) == len(want) and all(
+            abs(float(a.confidence[j]) - float(want.confidence[i])) < 0.01 for i, j in pairs)
+
+    assert same(alone)
+    # two cameras' frames at once: the second one in runs beside the first on a throughput stream
+    stop, results, errors = threading.Event(), [], []
+
+    def camera() -> None:
+        try:
+            while not stop.is_set():
+                results.append(det.detect(img))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=camera) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_for(lambda: (det.inference_modes() or {}).get("beside_others", 0) >= 2 or errors, 120)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    assert all(same(r) for r in results)
