@@ -7,8 +7,10 @@ model is compiled for ``parallel`` streams, each with its share of the threads);
 it infers. A frame that arrives while no other is being inferred runs instead on a second compilation made for
 latency (one stream with all ``threads``): with one camera, or between bursts, a lone frame would otherwise use
 one stream's share of the cores (on a 2-core AVX2 host, 640 INT8: 266 ms alone on a stream, 126 ms on both
-cores; two frames at once: 146 / 134 ms each). The same pre- and post-processing as ultralytics (letterbox with grey 114 padding, centre
-placed; class-aware NMS; boxes scaled back and clipped), so both find the same boxes."""
+cores; two frames at once: 146 / 134 ms each).
+
+The same pre- and post-processing as ultralytics (letterbox with grey 114 padding, centre placed; class-aware
+NMS; boxes scaled back and clipped), so both find the same boxes."""
 
 from __future__ import annotations
 
