@@ -73,10 +73,15 @@ def scene_frames(name: str, step: int, limit: int | None = None) -> list[tuple[n
 def photographs() -> dict[str, np.ndarray]:
     """The real photographs with people: ultralytics' bus and zidane, scikit-image's astronaut and camera
     (grey, as a thermal camera's 8-bit frame is)."""
-    import cv2
-    import ultralytics
+    import importlib.util
 
-    assets = Path(ultralytics.__file__).parent / "assets"
+    import cv2
+
+    # found, not imported: importing ultralytics outside prepare_ultralytics() would write its settings to ~/.config
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("ultralytics is not installed: run './dev setup'")
+    assets = Path(spec.origin).parent / "assets"
     photos = {name: cv2.imread(str(assets / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE) for name in ("bus", "zidane")}
     try:
         from skimage import data
