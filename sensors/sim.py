@@ -320,8 +320,9 @@ class ThermalScene:
 
     # -- frames ----------------------------------------------------------------------------------------
 
-    def render(self, index: int) -> tuple[np.ndarray, list[TruthObject]]:
-        """Frame ``index`` as Y16 counts (uint16) and the truth for it."""
+    def render(self, index: int, truth: bool = True) -> tuple[np.ndarray, list[TruthObject]]:
+        """Frame ``index`` as Y16 counts (uint16) and the truth for it (an empty list with ``truth=False``: a
+        camera that only streams the frames skips the work). The same frame either way."""
         t = index / self.params.fps
         cam = self.camera
         temp = self._background.copy()
@@ -334,41 +335,51 @@ class ThermalScene:
                 drawables.append((state[1], actor, state))
         drawables.extend((occ.y, occ, None) for occ in self.scenario.occluders)
         drawables.sort(key=lambda item: -item[0])
-        id_mask = np.zeros((cam.height, cam.width), dtype=np.int32)
+        id_mask = np.zeros((cam.height, cam.width), dtype=np.int32) if truth else None
         drawn: list[tuple[Actor, tuple[float, float, float, float], np.ndarray]] = []
+        extents: list[tuple[slice, slice] | None] = []
         for _depth, thing, state in drawables:
             mask = np.zeros((cam.height, cam.width), dtype=np.uint8)
             if isinstance(thing, Occluder):
                 draw_occluder(temp, mask, cam, thing)
-                id_mask[mask > 0] = 0
+                if id_mask is not None and (box := _extent(mask)) is not None:
+                    id_mask[box][mask[box] > 0] = 0
                 continue
             assert state is not None
             x, y, heading, walked = state
             draw_actor(temp, mask, cam, thing, x, y, heading, walked, t)
-            id_mask[mask > 0] = thing.track_id
             drawn.append((thing, state, mask))
-        for actor, (x, y, _heading, _walked), mask in drawn:
-            total = int(np.count_nonzero(mask))
-            vis = id_mask == actor.track_id
-            n_vis = int(np.count_nonzero(vis))
-            if total == 0 or n_vis == 0:
-                continue
-            ys, xs = np.nonzero(vis)
-            fys, fxs = np.nonzero(mask)
-            fu, fv = cam.project(np.array([x]), np.array([y]), np.array([0.0]))
-            truths.append(
-                TruthObject(
-                    track_id=actor.track_id,
-                    label=actor.label,
-                    bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
-                    full_bbox=(float(fxs.min()), float(fys.min()), float(fxs.max() + 1), float(fys.max() + 1)),
-                    foot_px=(float(fu[0]), float(fv[0])),
-                    ground_xy=(x, y),
-                    visible=n_vis / total,
-                    temp_c=actor.temp_c,
-                    kind=actor.gait or actor.kind,
+            if id_mask is not None:
+                box = _extent(mask)
+                extents.append(box)
+                if box is not None:
+                    id_mask[box][mask[box] > 0] = thing.track_id
+        if id_mask is not None:
+            # each actor's pixels lie inside its own drawing's extent: the counting works on that window only
+            for (actor, (x, y, _heading, _walked), mask), box in zip(drawn, extents, strict=True):
+                if box is None:
+                    continue
+                vis = id_mask[box] == actor.track_id
+                seen = _extent(vis)
+                if seen is None:
+                    continue
+                r0, c0 = box[0].start, box[1].start
+                fu, fv = cam.project(np.array([x]), np.array([y]), np.array([0.0]))
+                truths.append(
+                    TruthObject(
+                        track_id=actor.track_id,
+                        label=actor.label,
+                        bbox=(float(c0 + seen[1].start), float(r0 + seen[0].start), float(c0 + seen[1].stop),
+                              float(r0 + seen[0].stop)),
+                        full_bbox=(float(box[1].start), float(box[0].start), float(box[1].stop),
+                                   float(box[0].stop)),
+                        foot_px=(float(fu[0]), float(fv[0])),
+                        ground_xy=(x, y),
+                        visible=int(np.count_nonzero(vis)) / int(np.count_nonzero(mask[box])),
+                        temp_c=actor.temp_c,
+                        kind=actor.gait or actor.kind,
+                    )
                 )
-            )
         rng = np.random.default_rng((self.params.seed, index))
         if self.scenario.weather != Weather():
             temp, truths = self._weather(temp, truths, drawn, index)
@@ -412,6 +423,15 @@ class ThermalScene:
             truths = [replace(t, bbox=_shift(t.bbox, sx, sy), full_bbox=_shift(t.full_bbox, sx, sy),
                               foot_px=(t.foot_px[0] + sx, t.foot_px[1] + sy)) for t in truths]
         return temp, truths
+
+
+def _extent(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns a mask covers (its bounding box as slices), or None when it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _shift(box: tuple[float, float, float, float], dx: float, dy: float) -> tuple[float, float, float, float]:

@@ -113,7 +113,7 @@ class SimCapture:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        counts, _truth = self.scene.render(self.index)
+        counts, _ = self.scene.render(self.index, truth=False)  # a camera streams frames, never their truth
         self.media_ts = self.index / self.scene.params.fps
         self.index += 1
         return True, counts

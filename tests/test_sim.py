@@ -87,3 +87,19 @@ def test_every_scenario_renders() -> None:
     for name in SCENARIOS:
         counts, _ = ThermalScene.from_url(f"sim://{name}?width=160&height=120").render(10)
         assert counts.shape == (120, 160)
+
+
+@pytest.mark.parametrize("name", ["border", "crossing", "intrusion"])
+def test_a_camera_that_skips_the_truth_gets_the_same_frames(name: str) -> None:
+    scene = ThermalScene.from_url(f"sim://{name}?fps=5&seed=2")
+    seen = 0
+    for i in range(0, scene.frame_count, 7):
+        counts, truth = scene.render(i)
+        fast, none = scene.render(i, truth=False)
+        assert none == [] and np.array_equal(counts, fast), i
+        for t in truth:  # the visible part lies inside the whole figure
+            assert t.full_bbox[0] <= t.bbox[0] < t.bbox[2] <= t.full_bbox[2], t
+            assert t.full_bbox[1] <= t.bbox[1] < t.bbox[3] <= t.full_bbox[3], t
+            assert 0.0 < t.visible <= 1.0
+        seen += len(truth)
+    assert seen > 0
