@@ -199,8 +199,9 @@ def main() -> int:
     ap.add_argument("--no-lone-latency", dest="lone_latency", action="store_false",
                     help="detector.lone_latency off: a lone frame runs on one stream's share of the cores")
     args = ap.parse_args()
+    lone = "-" if args.runtime == "ultralytics" else "on all threads" if args.lone_latency else "on one stream"
     print(f"CPU: {os.cpu_count()} cores, {cpu_flags()}; precision {args.precision}, runtime {args.runtime}, "
-          f"lone frames {'on all threads' if args.lone_latency else 'on one stream'}; "
+          f"lone frames {lone}; "
           f"{FPS:g} fps per camera, holds: every busy camera >= {HOLD_RATE:g} detections/s and frame age p99 <= "
           f"{HOLD_AGE_MS:.0f} ms", flush=True)
     print(f"{'size':>4} {'busy':>4} {'quiet':>5} {'min det/s':>9} {'mean':>5} {'quiet':>5} {'age p99':>7} "
