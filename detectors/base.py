@@ -63,6 +63,11 @@ class Detector(abc.ABC):
         detectors shared by several cameras; others ignore it."""
         return self.detect(gray8)
 
+    def inference_modes(self) -> dict[str, int] | None:
+        """Inferences run alone on all threads and beside others (``detectors.ovnative``), for health; None for
+        a detector that runs one way only."""
+        return None
+
     def load(self) -> None:  # noqa: B027 - optional: backends that load lazily do it here
         """Load the model now, so a missing or broken one is reported before any frame is read."""
 

@@ -40,6 +40,9 @@ class TiledDetector(Detector):
     def load(self) -> None:
         self.inner.load()
 
+    def inference_modes(self) -> dict[str, int] | None:
+        return self.inner.inference_modes()
+
     def tiles(self, shape: tuple[int, int]) -> list[tuple[int, int]]:
         h, w = shape
         if w <= self.tile and h <= self.tile:

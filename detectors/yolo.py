@@ -130,7 +130,7 @@ class YoloDetector(Detector):
         self._model = model
 
     def inference_modes(self) -> dict[str, int] | None:
-        """OpenVINO runtime with ``lone_latency``: frames inferred alone (all threads) and beside others."""
+        """OpenVINO runtime with ``lone_latency``: inferences run alone (all threads) and beside others."""
         n = self._native
         if n is None or n.latency_compiled is None:
             return None

@@ -64,9 +64,8 @@ def camera_loads(core: Core, loads: dict[str, CameraLoad]) -> dict[str, Any]:
 
 def engine_report(engine: SharedEngine) -> dict[str, Any]:
     c = engine.counters
-    modes = getattr(engine.detector, "inference_modes", None)
     return {"workers": engine.workers, "served": c.served, "errors": c.errors,
-            "frames": modes() if modes is not None else None,
+            "frames": engine.detector.inference_modes(),
             "wait_ms_mean": round(c.wait_ms_total / c.served, 1) if c.served else None,
             "wait_ms_max": round(c.max_wait_ms, 1),
             "by_priority": {name: c.by_priority.get(p, 0) for p, name in ((2, "tracking"), (1, "motion"),
