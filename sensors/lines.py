@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from sensors.errors import SensorError
+from sensors.linesplit import DEFAULT_MAX_LINE, LineSplitter
+from sensors.listeners import TcpListener
 
 log = logging.getLogger(__name__)
 
 # (line, received, oversized) -> something not None when it took the line (an event), None when it rejected it
 LineHandler = Callable[[bytes, float, bool], object]
-DEFAULT_MAX_LINE = 4096
 UDP_RCVBUF = 4 * 1024 * 1024  # the kernel caps it at net.core.rmem_max
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: a drop counter with every datagram
 DEFAULT_MAX_CONN = 16
@@ -56,49 +57,6 @@ class LineCounters:
     dropped: int = 0  # udp: datagrams the kernel dropped before the reader got them (its buffer was full)
     state: str = "starting"  # starting | online | offline | stopped
     last_error: str | None = None
-
-
-class LineSplitter:
-    """Bytes in, complete lines out; bounded memory whatever arrives."""
-
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buf = bytearray()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
-        out: list[tuple[bytes, bool]] = []
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            chunk = data[start:] if nl < 0 else data[start:nl]
-            if self._discarding:
-                if nl >= 0:
-                    self._discarding = False
-            else:
-                room = self.max_line - len(self._buf)
-                if len(chunk) > room:
-                    self._buf += chunk[:room]
-                    out.append((bytes(self._buf).rstrip(b"\r"), True))
-                    self._buf.clear()
-                    self._discarding = nl < 0
-                else:
-                    self._buf += chunk
-                    if nl >= 0:
-                        line = bytes(self._buf).rstrip(b"\r")
-                        self._buf.clear()
-                        if line:
-                            out.append((line, False))
-            if nl < 0:
-                return out
-            start = nl + 1
-
-    def flush(self) -> list[tuple[bytes, bool]]:
-        """The unterminated tail at the end of a stream or datagram."""
-        line = bytes(self._buf).rstrip(b"\r")
-        self._buf.clear()
-        self._discarding = False
-        return [(line, False)] if line else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,8 +332,6 @@ class LineReader:
             delay = self._backoff(stop, delay, f"tcp {self.host}:{self.port} closed the connection")
 
     def _run_tcp_server(self, stop: threading.Event) -> None:
-        from sensors.listeners import TcpListener  # it builds on this module's splitter and counters
-
         with TcpListener(self) as listener:
             srv = self._listen(stop, "tcp", lambda: socket.create_server((self.host, self.port), backlog=128))
             if srv is None:

@@ -18,8 +18,36 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from sensors.lines import LineReader, LineSplitter
+from sensors.linesplit import LineSplitter
+
+
+class ListenerCounters(Protocol):
+    connections: int
+    open_connections: int
+    evicted: int
+    idle_closed: int
+    refused: int
+    state: str
+    last_error: str | None
+
+
+class LineOwner(Protocol):
+    """What the listener needs of the line reader it serves (``sensors.lines.LineReader``)."""
+
+    spec: Any
+    host: str
+    bound_port: int | None
+    max_conn: int
+    idle_s: float
+    log: Any
+
+    @property
+    def counters(self) -> ListenerCounters: ...
+
+    def deliver(self, splitter: LineSplitter, data: bytes, end: bool = False) -> int: ...
+
 
 ACCEPT_BATCH = 64  # connections taken per turn, so a flood cannot starve the reads of open connections
 ACCEPT_PAUSE_MIN_S = 0.05
@@ -53,7 +81,7 @@ class TcpListener:
     Made before the socket is bound, so that once the feed is ready only accept() still needs a descriptor.
     """
 
-    def __init__(self, reader: LineReader) -> None:
+    def __init__(self, reader: LineOwner) -> None:
         self.reader = reader
         self.max_conn = reader.max_conn
         self.idle_s = reader.idle_s

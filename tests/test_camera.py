@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from sensors.captures import CameraSpec
 from sensors.frames import ThermalFrame
 from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
-from sensors.thermal import CameraSpec, ThermalCamera
+from sensors.thermal import ThermalCamera
 from tests.brokers import wait_for
 
 

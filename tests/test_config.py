@@ -523,8 +523,8 @@ def test_library_defaults_come_from_the_library() -> None:
     from edge_agent.config.rules import FilterConfig, LineConfig, ScheduleConfig, WindowConfig, ZoneConfig
     from edge_agent.config.sensors import FixedSensorConfig
     from geofences.rules import Filters, LineRule, Window, ZoneRule
+    from sensors.captures import CameraSpec
     from sensors.feeds import SensorFeed
-    from sensors.thermal import CameraSpec
 
     mirrors: list[tuple[type, object, list[str]]] = [
         (TrackerConfig, Tracker, list(TrackerConfig.model_fields)),

@@ -31,7 +31,7 @@ from tests.scenes import T0, intrusion_config
 
 NIGHT = datetime(2026, 11, 23, 21, 0, tzinfo=UTC).timestamp()  # 22:00 in Vienna: strip-night is on
 
-# Counted by hand from sensors/sim.py's intrusion script (zone x -2..3, y 16..22; line y 24 from x -9 to 9,
+# Counted by hand from sensors/sim/scenes.py's intrusion script (zone x -2..3, y 16..22; line y 24 from x -9 to 9,
 # west to east, so northwards is right_to_left): (place, kind, actor, continuous time s, distance m, direction).
 # Person 1 walks east along y 19 from x -6 (6.5 m in 6 s): enters at x -2 at 4/6.5*6 = 3.69 s, dwells 10 s
 # (13.69 s), walks north from 20 s at 7.5 m in 6 s: leaves at y 22 at 22.4 s, is on the line at y 24 at 24.0 s

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensors.scenario import ScenarioError, load_scenario
-from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, ThermalScene
+from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, ScenarioError, ThermalScene, load_scenario
 from tests.conftest import ROOT
 
 SUITE = ROOT / "benchmarks" / "scenarios"

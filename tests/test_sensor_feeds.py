@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from sensors.errors import SensorError
 from sensors.events import ParseError, nmea_checksum, parse_metal, parse_radio, parse_time
 from sensors.feeds import SensorFeed
-from sensors.lines import LineReader, LineSpec, LineSplitter, parse_url
+from sensors.lines import LineReader, LineSpec, parse_url
+from sensors.linesplit import LineSplitter
 
 NOW = 1_795_435_200.0  # 2026-11-23T12:00:00Z
 

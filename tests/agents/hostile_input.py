@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from edge_agent.contract.ids import iso_ms, new_ulid
 from edge_agent.demo.script import pmdet
-from sensors.lines import DEFAULT_MAX_LINE
+from sensors.linesplit import DEFAULT_MAX_LINE
 
 FAR_OFF_TIMES: tuple[object, ...] = (
     "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0000-01-01T00:00:00Z", "2100-01-01T00:00:00Z",
@@ -28,7 +28,7 @@ CONTROL = ("\x00", "\x01", "\x07", "\x08", "\t", "\x0b", "\x0c", "\x1b[2J", "\x7
 
 
 def lines_in(payload: bytes, max_line: int = DEFAULT_MAX_LINE) -> int:
-    """How many lines the agent's splitter (sensors/lines.py ``LineSplitter``) makes of one UDP datagram or
+    """How many lines the agent's splitter (sensors/linesplit.py ``LineSplitter``) makes of one UDP datagram or
     of one whole TCP connection's byte stream, each of which it ends with a flush.
 
     The counting rule: the bytes are cut at every ``\\n``; a piece counts as one line if it is longer than

@@ -45,7 +45,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sensors.sim import SIM_ORIGIN, Actor, CameraModel, Label, Occluder, Scenario, Weather
+from sensors.sim.world import SIM_ORIGIN, Actor, CameraModel, Label, Occluder, Scenario, Weather
 
 MAX_FILE_BYTES = 1_000_000
 MAX_ACTORS = 200

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from sensors.sim import Actor, CameraModel, Occluder
+from sensors.sim.world import Actor, CameraModel, Occluder
+
 
 def _pt(cam: CameraModel, x: float, y: float, z: float) -> tuple[float, float]:
     u, v = cam.project(np.array([x]), np.array([y]), np.array([z]))
