@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.config.mqtt import MqttConfig  # noqa: E402
 from edge_agent.contract.alert import Alert, Evidence  # noqa: E402
 from edge_agent.contract.ids import new_ulid  # noqa: E402
+from edge_agent.delivery.publisher import Publisher  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402
-from edge_agent.runtime.publisher import Publisher  # noqa: E402
 from tests.brokers import MOSQUITTO, Collector, Mosquitto, shipped_persistence, wait_for  # noqa: E402
 
 TOPIC = "border/bench/box1/alerts"

@@ -31,11 +31,11 @@ from edge_agent.config.agent import parse_config  # noqa: E402
 from edge_agent.config.mqtt import MqttConfig  # noqa: E402
 from edge_agent.contract.alert import Alert, Evidence  # noqa: E402
 from edge_agent.contract.ids import new_ulid  # noqa: E402
+from edge_agent.delivery.publisher import Publisher  # noqa: E402
 from edge_agent.demo.brokers import LocalBroker, free_port  # noqa: E402
 from edge_agent.demo.script import pmdet  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402
 from edge_agent.runtime.agent import Agent  # noqa: E402
-from edge_agent.runtime.publisher import Publisher  # noqa: E402
 
 
 class Sub:

@@ -27,7 +27,7 @@ from detectors.pipeline import TrackingPipeline  # noqa: E402
 from detectors.tracking import Tracker  # noqa: E402
 from detectors.yolo import YoloConfig, YoloDetector  # noqa: E402
 from edge_agent.paths import default_state_dir  # noqa: E402
-from edge_agent.runtime import modelpaths as models  # noqa: E402
+from edge_agent.perception import models  # noqa: E402
 from sensors.frames import ThermalFrame  # noqa: E402
 from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene  # noqa: E402
 

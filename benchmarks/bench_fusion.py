@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.alert import Alert
-from edge_agent.runtime.fusion import FusionResult
-from edge_agent.runtime.sensorstate import HEALTH_EVENTS, SensorStates
-from edge_agent.runtime.site import Site
+from edge_agent.core.fusion import FusionResult
+from edge_agent.core.sensorstate import HEALTH_EVENTS, SensorStates
+from edge_agent.core.site import Site
 from geofences.geo import destination
 from geofences.rules import TrackPoint
 from sensors.events import MetalEvent, RadioEvent, nmea_checksum

@@ -50,7 +50,7 @@ from detectors.tiles import TiledDetector  # noqa: E402
 from detectors.types import LABELS, Detections, box_iou  # noqa: E402
 from detectors.yolo import YoloConfig, YoloDetector  # noqa: E402
 from edge_agent.paths import default_state_dir  # noqa: E402
-from edge_agent.runtime import modelpaths as models  # noqa: E402
+from edge_agent.perception import models  # noqa: E402
 from sensors.frames import ThermalFrame  # noqa: E402
 from sensors.sim import SIM_OFFSET, SIM_SCALE, CameraModel, ThermalScene, TruthObject  # noqa: E402
 

@@ -178,6 +178,11 @@ class LineReader:
             self._thread.join(timeout)
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The reader thread (None before ``start``), for the agent's watchdog."""
+        return self._thread
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -104,6 +104,11 @@ class ThermalCamera:
             self._thread.join(timeout)
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The reader thread (None before ``start``), for the agent's watchdog."""
+        return self._thread
+
+    @property
     def ended(self) -> bool:
         """The source is finite and every frame has been taken."""
         return self._slot.closed

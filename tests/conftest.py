@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from detectors.offline import prepare_ultralytics  # noqa: E402
 from edge_agent.paths import default_state_dir  # noqa: E402
-from edge_agent.runtime import modelpaths as models  # noqa: E402
+from edge_agent.perception import models  # noqa: E402
 
 prepare_ultralytics(default_state_dir() / "ultralytics")
 

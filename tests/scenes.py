@@ -10,9 +10,10 @@ import numpy as np
 
 from detectors.yolo import YoloDetector
 from edge_agent.config.agent import AgentConfig
-from edge_agent.runtime.detection import build_pipeline
-from edge_agent.runtime.perception import CameraPerception
-from edge_agent.runtime.site import Site
+from edge_agent.core.site import Site
+from edge_agent.perception.build import build_pipeline
+from edge_agent.perception.geometry import CameraGeometry
+from edge_agent.perception.tracks import CameraPerception
 from geofences.rules import ZoneEvent
 from sensors.frames import ThermalFrame
 from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
@@ -58,14 +59,14 @@ def run_intrusion(model: Path) -> tuple[list[ZoneEvent], ThermalScene]:
     site = Site.from_config(config)
     engine = site.engine()
     pipeline = build_pipeline(config, YoloDetector(config.detector))
-    perception = CameraPerception(site, "cam")
+    perception = CameraPerception(CameraGeometry.of(config.cameras[0]))
     events: list[ZoneEvent] = []
     for i in range(scene.frame_count):
         ts = T0 + i / scene.params.fps
         counts = scene.render(i)[0]
         result = pipeline.process(ThermalFrame("cam", i, ts, counts, SIM_SCALE, SIM_OFFSET))
         seen = perception.frame(ts, result.tracks, (counts.shape[1], counts.shape[0]))
-        events += engine.update("cam", ts, seen.pixel, seen.geo)
+        events += engine.update("cam", ts, *site.rule_inputs(seen.points, calibrated=True))
         for ev in result.events:
             if ev.kind == "lost":
                 perception.lost(ev.track_id)

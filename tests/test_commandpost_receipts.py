@@ -30,8 +30,8 @@ from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.contract.ids import new_ulid
 from edge_agent.contract.topics import OUTBOX_ALERTS
+from edge_agent.delivery.publisher import Publisher
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.publisher import Publisher
 from tests.brokers import ROOT, Mosquitto, shipped_persistence, wait_for
 
 pytestmark = pytest.mark.integration

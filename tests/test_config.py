@@ -354,7 +354,7 @@ def many_rules(n: int, keep: tuple[str, ...] = ("zones", "lines", "fixed_sensors
 
 
 def test_3000_zones_are_refused_and_the_biggest_box_allowed_starts_fast() -> None:
-    from edge_agent.runtime.site import Site
+    from edge_agent.core.site import Site
 
     assert problems_of(many_rules(3000, keep=("zones",))) == ["h.yaml:6: zones: at most 500 zones per box, got 3000"]
     (problem,) = problems_of(many_rules(3000))  # the whole box is refused early, by its size

@@ -15,11 +15,12 @@ import pytest
 from detectors.types import Detections
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.alert import Alert
+from edge_agent.core.messages import CoreQueue, FrameBudget, FrameTracks, SensorEvent
+from edge_agent.core.stage import Core
+from edge_agent.incidents.diskguard import DiskGuard
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.core import Core
-from edge_agent.runtime.diskguard import DiskGuard
-from edge_agent.runtime.logwriter import IncidentLogWriter
-from edge_agent.runtime.messages import CoreQueue, FrameBudget, FrameTracks, SensorEvent
+from edge_agent.incidents.writer import IncidentLogWriter
+from geofences.rules import TrackPoint
 from sensors.events import MetalEvent
 from sensors.frames import ThermalFrame
 
@@ -55,17 +56,22 @@ def frame(seq: int, level: int) -> ThermalFrame:
     return ThermalFrame("cam", seq, T0 + seq, np.full((240, 320), level, np.uint8))
 
 
-def person(track_id: int) -> Detections:
-    return Detections(np.array([[100, 60, 140, 200]], np.float32), np.array([0.9], np.float32),
-                      np.array([0]), np.array([track_id]))
+def seen(ts: float, track_id: int | None, view: ThermalFrame | None) -> FrameTracks:
+    """A frame of camera ``cam`` as its detection stage hands it to the core: one person (``track_id``) or none."""
+    if track_id is None:
+        return FrameTracks("cam", ts, (), Detections.empty(), (), view)
+    box = (100.0, 60.0, 140.0, 200.0)
+    point = TrackPoint("cam", track_id, "person", 0.9, ts, box, 120.0, 200.0)  # an uncalibrated camera's person
+    dets = Detections(np.array([box], np.float32), np.array([0.9], np.float32), np.array([0]), np.array([track_id]))
+    return FrameTracks("cam", ts, (point,), dets, (), view)
 
 
 def test_the_snapshot_shows_the_frame_of_its_event_not_a_newer_one(core: tuple[Core, list[Alert]]) -> None:
     c, alerts = core
     budget = c.budget
     assert budget.take("cam") and budget.take("cam")
-    event = FrameTracks("cam", T0 + 1, person(7), (), frame(1, 200))  # a bright frame: the person enters
-    newer = FrameTracks("cam", T0 + 2, person(7), (), frame(2, 10))  # already queued behind it: a dark one
+    event = seen(T0 + 1, 7, frame(1, 200))  # a bright frame: the person enters
+    newer = seen(T0 + 2, 7, frame(2, 10))  # already queued behind it: a dark one
     c.handle_one(event)
     c.handle_one(newer)
     (alert,) = alerts
@@ -88,8 +94,8 @@ def test_frames_in_flight_are_bounded_per_camera() -> None:
 
 def test_a_message_without_its_frame_gives_no_snapshot_of_another_moment(core: tuple[Core, list[Alert]]) -> None:
     c, alerts = core
-    c.handle_one(FrameTracks("cam", T0 + 1, Detections.empty(), (), frame(1, 200)))
-    c.handle_one(FrameTracks("cam", T0 + 2, person(3), ()))  # its frame stayed behind (budget spent)
+    c.handle_one(seen(T0 + 1, None, frame(1, 200)))
+    c.handle_one(seen(T0 + 2, 3, None))  # its frame stayed behind (budget spent)
     (alert,) = alerts
     assert alert.kind == "intrusion" and alert.snapshot is None
 
@@ -118,9 +124,9 @@ def test_an_ack_is_never_a_reason_for_the_mqtt_thread_to_wait_long(tmp_path: Pat
     import time
 
     from edge_agent.contract.acks import Ack
+    from edge_agent.core.messages import AckReceived
     from edge_agent.runtime.agent import Agent
     from edge_agent.runtime.errors import CoreBusy
-    from edge_agent.runtime.messages import AckReceived
 
     agent = Agent(AgentConfig.model_validate({"site": "s", "box": "b", "state_dir": str(tmp_path)}))
     agent.queue = CoreQueue(agent.stop_event, maxsize=1)

@@ -24,8 +24,8 @@ from edge_agent.contract.acks import AckError, Receipt, ack_payload, parse_ack, 
 from edge_agent.contract.alert import Alert, Evidence, alert_schema
 from edge_agent.contract.ids import new_ulid
 from edge_agent.contract.topics import topic_root
+from edge_agent.delivery.publisher import Publisher
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.publisher import Publisher
 from tests.brokers import ROOT, Collector, Mosquitto, shipped_persistence, wait_for
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edge_agent.demo.script import pmdet
-from edge_agent.runtime.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
+from edge_agent.incidents.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
 from tests.brokers import ROOT, Collector, Mosquitto, free_port
 from tests.test_agent import EXE, _send
 

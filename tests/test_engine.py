@@ -18,7 +18,7 @@ from detectors.evaluate import match
 from detectors.types import Detections
 from detectors.yolo import YoloConfig, YoloDetector
 from edge_agent.ops.quantize import photographs
-from edge_agent.runtime.modelpaths import int8_path
+from edge_agent.perception.models import int8_path
 from tests.brokers import wait_for
 from tests.conftest import MODELS_DIR
 

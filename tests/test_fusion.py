@@ -13,11 +13,11 @@ import pytest
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema
 from edge_agent.contract.ids import new_ulid
+from edge_agent.core.fusion import EvidenceAdded, FusionEngine, FusionResult
+from edge_agent.core.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
+from edge_agent.core.site import Site
 from edge_agent.demo.script import pmdet as sentence
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.fusion import EvidenceAdded, FusionEngine, FusionResult
-from edge_agent.runtime.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
-from edge_agent.runtime.site import Site
 from geofences.rules import ZoneEvent
 from sensors.events import MetalEvent, RadioEvent
 from sensors.feeds import SensorFeed

@@ -12,6 +12,7 @@ import yaml
 
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.alert import Alert, Evidence
+from edge_agent.core.site import Site
 from edge_agent.ops.errors import OpsError
 from edge_agent.ops.rehearse import Rehearsal, ScenarioRun, pick_camera, rehearse, report_json, report_table, verdict
 from edge_agent.ops.scoring import (
@@ -24,7 +25,6 @@ from edge_agent.ops.scoring import (
     nuisance_cause,
     truth_events,
 )
-from edge_agent.runtime.site import Site
 from sensors.sim import ThermalScene
 from tests.conftest import run_cli
 from tests.scenes import T0, intrusion_config

@@ -1,4 +1,5 @@
-"""The composed site: tracks placed on the map with a real height, geo zones on the site plane."""
+"""The composed site: tracks placed on the map with a real height by their camera's perception, and onto the
+site plane for the geographic rules."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 
 from detectors.types import Detections
 from edge_agent.config.agent import load_config
-from edge_agent.runtime.site import Site
+from edge_agent.core.site import Site
+from edge_agent.perception.geometry import CameraGeometry
+from edge_agent.perception.tracks import CameraPerception
 from geofences.geo import distance_m
 from sensors.sim import ThermalScene
 from tests.conftest import ROOT
@@ -27,8 +30,11 @@ def test_track_points_carry_position_and_real_height(site: Site) -> None:
     boxes = np.array([t.full_bbox for t in objs], np.float32)
     tracks = Detections(boxes, np.full(len(objs), 0.9, np.float32), np.zeros(len(objs), np.int64),
                         np.arange(1, len(objs) + 1))
-    pixel, geo = site.track_points("sim-border", 15.0, tracks)
+    cam = next(c for c in site.config.cameras if c.id == "sim-border")
+    perceived = CameraPerception(CameraGeometry.of(cam)).frame(15.0, tracks, (640, 480))
+    pixel, geo = site.rule_inputs(perceived.points, calibrated=True)
     assert len(pixel) == len(geo) == len(objs)
+    assert all(np.isfinite(p.x) and np.isfinite(p.y) for p in geo)  # metres on the site plane
     for t, p in zip(objs, pixel, strict=True):
         assert p.latlon is not None
         assert distance_m(*p.latlon, *scene.ground_to_latlon(*t.ground_xy)) < 1.0

@@ -20,11 +20,11 @@ import yaml
 from shapely.geometry import LineString, Point, Polygon, shape
 
 from edge_agent.config.agent import load_config, parse_config
+from edge_agent.core.site import Site
+from edge_agent.core.sitemap import FOOTPRINT_MAX_RANGE_M, SCHEMA, encode_site_map, site_map
 from edge_agent.incidents import report, review
 from edge_agent.incidents.store import SITE_MAPS_KEPT, IncidentStore
 from edge_agent.runtime.agent import Agent
-from edge_agent.runtime.site import Site
-from edge_agent.runtime.sitemap import FOOTPRINT_MAX_RANGE_M, SCHEMA, encode_site_map, site_map
 from geofences.geo import GeoCalibration, GroundControlPoint, LocalPlane, distance_m, footprint, recover_pose
 from sensors.sim import CameraModel, ThermalScene
 from tests.brokers import Collector, Mosquitto, free_port, wait_for

@@ -15,7 +15,7 @@ from detectors.tracking import Tracker
 from detectors.types import Detections, box_iou
 from detectors.yolo import YoloConfig, YoloDetector
 from edge_agent.config.agent import AgentConfig
-from edge_agent.runtime.detection import build_pipeline
+from edge_agent.perception.build import build_pipeline
 from sensors.frames import ThermalFrame
 from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
 

@@ -28,7 +28,7 @@ from edge_agent.contract.alert import BadAlert, load_untrusted, parse_alert
 from edge_agent.contract.ids import IDENT_RE, ULID_RE, one_line
 from edge_agent.contract.topics import parse_topic, subscription
 from edge_agent.paths import default_state_dir
-from edge_agent.runtime.mqttclient import make_client
+from edge_agent.shared.mqttclient import make_client
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from edge_agent.contract.acks import ack_payload, receipt_payload
 from edge_agent.contract.alert import BadAlert, load_untrusted, parse_alert, refuse_constant
 from edge_agent.contract.ids import IDENT_RE, ULID_RE, one_line
 from edge_agent.contract.topics import BoxTopics, parse_topic, subscription
-from edge_agent.runtime.mqttclient import connect_persistent, make_client
+from edge_agent.shared.mqttclient import connect_persistent, make_client
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from sqlite_utils import Migrations
 
 from edge_agent.contract.alert import SEVERITIES
 from edge_agent.contract.ids import parse_time
-from edge_agent.incidents.connection import write_tx
+from edge_agent.shared.sqlitetx import write_tx
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 OPEN_STATES = ("new", "updated", "escalated")

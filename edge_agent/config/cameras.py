@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from edge_agent.config.fields import ID_RULE, Flag, Ident, LatLon, Point, Real, Strict, library_default
 from geofences.geo import GeoCalibration, GroundControlPoint
-from sensors.thermal import CameraSpec
+from sensors.captures import CameraSpec
 
 
 def _spec(name: str) -> Any:

@@ -4,18 +4,13 @@ contract's payload (``edge-agent/alert@1``) and where a received payload is chec
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from edge_agent.contract.errors import ContractError
 from edge_agent.contract.ids import IDENT_RE, ULID_RE, ParseError, iso_ms, one_line, parse_time
-
-if TYPE_CHECKING:  # annotations only: the incident log and its CLI need no geometry
-    from geofences.rules import ZoneEvent
-    from sensors.events import MetalEvent, RadioEvent
 
 SCHEMA_ID = "edge-agent/alert@1"
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -46,40 +41,6 @@ class Evidence:
 
     def payload(self) -> dict[str, Any]:
         return {"sensor": self.sensor, "type": self.type, "ts": iso_ms(self.ts), **dict(self.fields)}
-
-    @classmethod
-    def from_zone(cls, ev: ZoneEvent, temp_c: float | None = None) -> Evidence:
-        f: dict[str, Any] = {"label": ev.label, "confidence": round(min(1.0, max(0.0, ev.confidence)), 3),
-                             "track_id": ev.track_id, "kind": ev.kind}
-        if ev.bbox is not None:
-            f["bbox"] = [round(v, 1) for v in ev.bbox]
-        if temp_c is not None:
-            f["temp_c"] = round(temp_c, 1)
-        if ev.direction:
-            f["direction"] = ev.direction
-        if ev.dwell_s is not None:
-            f["dwell_s"] = round(ev.dwell_s, 1)
-        if ev.count is not None:
-            f["count"] = ev.count
-        for key in ("height_m", "width_m", "speed_mps"):  # what the class rests on (calibrated cameras)
-            value = getattr(ev, key)
-            if value is not None and math.isfinite(value):
-                f[key] = round(value, 2)
-        return cls(ev.camera, "thermal", ev.ts, tuple(f.items()), ev.latlon)
-
-    @classmethod
-    def from_metal(cls, ev: MetalEvent, location: tuple[float, float] | None) -> Evidence:
-        return cls(ev.sensor, "metal", ev.ts, (("event", ev.event), ("level", ev.level), ("zone", ev.zone)), location)
-
-    @classmethod
-    def from_radio(cls, ev: RadioEvent, location: tuple[float, float] | None) -> Evidence:
-        f: dict[str, Any] = {"kind": ev.kind}
-        for key in ("freq_hz", "rssi_db", "bearing_deg", "bearing_conf", "radio_id"):
-            value = getattr(ev, key)
-            if value is not None:
-                f[key] = value
-        where = (ev.lat, ev.lon) if ev.lat is not None and ev.lon is not None else location
-        return cls(ev.sensor, "radio", ev.ts, tuple(f.items()), where)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Ids and times as the wire carries them: ULIDs for alerts and incidents, ids for sites, boxes, sensors and
-zones, RFC 3339 UTC times with milliseconds out, the sensors library's time parser in, and text made safe
-for one terminal line."""
+zones, RFC 3339 UTC times with milliseconds out and RFC 3339 times in, and text made safe for one terminal
+line. The contract stands alone: nothing here comes from the libraries (a sensor line's time, which may also
+be epoch milliseconds, is the sensors library's own business)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sensors.events import ParseError, parse_time
+from edge_agent.contract.errors import ContractError
 
 __all__ = ["IDENT_RE", "ULID_RE", "ParseError", "iso_ms", "new_ulid", "one_line", "parse_time"]
 
@@ -22,6 +23,39 @@ IDENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 _ulid_lock = threading.Lock()
 _ulid_last: tuple[int, int] = (0, 0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})?")
+_TS_TEXT_MAX = 64  # the longest RFC 3339 time, nanoseconds and an offset, is 35 characters
+# times every consumer can format, in UTC and in any local zone (a day inside datetime's years 1-9999)
+_TS_MIN = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_TS_MAX = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
+class ParseError(ContractError):
+    """Text that is not the time the contract says; the message shows the value."""
+
+
+def parse_time(value: object) -> float:
+    """RFC 3339 text with a timezone (``2026-11-23T12:00:00.5Z``, ``...+01:00``) to epoch seconds; raises only
+    ``ParseError``."""
+    if not isinstance(value, str):
+        raise ParseError(f"ts must be RFC 3339 text, got {type(value).__name__}")
+    shown = one_line(repr(value), 40)
+    text = value.strip()
+    if len(text) > _TS_TEXT_MAX or not _RFC3339.fullmatch(text):  # fromisoformat alone takes any separator
+        raise ParseError(f"ts {shown} is not RFC 3339 with a timezone (like 2026-11-23T12:00:00.5Z)")
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    elif text[-6] not in "+-":
+        raise ParseError(f"ts {shown} has no timezone offset (RFC 3339 needs Z or +hh:mm)")
+    try:
+        parsed = datetime.fromisoformat(text)
+        ts = (parsed - _EPOCH).total_seconds()  # the difference of two aware times never overflows
+    except (ValueError, OverflowError) as exc:
+        raise ParseError(f"ts {shown} is not a time: {exc}") from None
+    if not _TS_MIN <= ts <= _TS_MAX:
+        raise ParseError(f"ts {shown} is outside the years 0001-9999 in UTC")
+    return ts
 
 
 def new_ulid(ts: float | None = None) -> str:

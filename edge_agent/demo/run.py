@@ -95,6 +95,7 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
              hold: Callable[[DemoResult], None] | None = None) -> DemoResult:
     """``hold`` gets the result after the scene, while the broker and the command post still run (the CLI
     prints the summary there and, at a terminal, keeps the page up until Enter)."""
+    show = one_line_at_a_time(show)  # the console prints from paho's thread, the demo from this one
     run_dir = config.state_dir / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     config = _ports(config).model_copy(update={
         "incident_log": config.incident_log.model_copy(update={"path": run_dir / "incidents.db"})})
@@ -159,6 +160,18 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
             if local is not None:
                 local.stop()
     return result
+
+
+def one_line_at_a_time(show: Callable[[str], None]) -> Callable[[str], None]:
+    """``show`` for several threads: a line is written whole before another starts (``print`` writes the text and
+    its newline separately, so two threads' lines could run into one)."""
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            show(line)
+
+    return locked
 
 
 def summary_lines(r: DemoResult) -> list[str]:

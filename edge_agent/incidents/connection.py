@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 import sqlite_utils
 
 from edge_agent.incidents import schema
 from edge_agent.incidents.errors import StoreError
+from edge_agent.shared.sqlitetx import write_tx
 
 _FIX_ACCESS = "check that the folder exists, is writable by the agent's user and the disk is not full"
 
@@ -58,19 +58,3 @@ class LogConnection:
             with suppress(sqlite3.Error):
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.db.conn.close()
-
-
-@contextmanager
-def write_tx(db: sqlite_utils.Database, lock: threading.RLock) -> Iterator[None]:
-    """One write transaction (``BEGIN IMMEDIATE``) under ``lock``, committed on leaving, rolled back on an
-    exception: for any SQLite file of the product opened in autocommit mode (``isolation_level=None``)."""
-    with lock:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            db.execute("COMMIT")  # a full disk can fail the commit itself: rolled back below
-        except BaseException:
-            if db.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-                with suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise

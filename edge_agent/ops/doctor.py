@@ -21,7 +21,7 @@ from edge_agent.config.agent import AgentConfig
 from edge_agent.config.cameras import CameraConfig, classification_warning
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.sensors import FixedSensorConfig
-from edge_agent.runtime.diskguard import DiskGuard, is_disk_full
+from edge_agent.incidents.diskguard import DiskGuard, is_disk_full
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CLOCK_FLOOR = 1_767_225_600  # 2026-01-01: a box that says it is earlier has lost its clock
@@ -90,8 +90,8 @@ def check_state_dir(config: AgentConfig) -> Iterator[Check]:
 
 
 def check_camera(cam: CameraConfig, timeout_s: float) -> Check:
+    from sensors.captures import open_capture, to_frame
     from sensors.errors import SensorError
-    from sensors.thermal import open_capture, to_frame
 
     name = f"camera {cam.id}"
     try:
@@ -188,7 +188,7 @@ def check_line_sensor(s: FixedSensorConfig, listen_s: float) -> Check:
 def check_model(config: AgentConfig) -> Check:
     from detectors.base import DetectorUnavailable
     from edge_agent.ops.modelfiles import ModelError
-    from edge_agent.runtime.detection import build_detector
+    from edge_agent.perception.build import build_detector
 
     try:
         det = build_detector(config)
@@ -214,7 +214,7 @@ def check_model(config: AgentConfig) -> Check:
 
 
 def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
-    from edge_agent.runtime.mqttclient import make_client
+    from edge_agent.shared.mqttclient import make_client
 
     name = "broker"
     where = f"{cfg.host}:{cfg.broker_port}"

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from detectors.offline import prepare_ultralytics
-from edge_agent.runtime.modelpaths import (
+from edge_agent.perception.models import (
     DEFAULT_MODEL,
     EXPORT_SIZES,
     ExportFormat,

@@ -25,7 +25,7 @@ import numpy as np
 
 from detectors.evaluate import Score, match
 from detectors.yolo import YoloConfig, YoloDetector
-from edge_agent.runtime.modelpaths import (
+from edge_agent.perception.models import (
     DEFAULT_MODEL,
     PRECISION_FILE,
     ModelRelease,

@@ -19,6 +19,7 @@ from edge_agent.config.agent import AgentConfig
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.contract.alert import Alert
 from edge_agent.contract.ids import ParseError, iso_ms, parse_time
+from edge_agent.core.site import Site
 from edge_agent.ops.errors import OpsError
 from edge_agent.ops.scoring import (
     CLASS_COLUMNS,
@@ -33,11 +34,11 @@ from edge_agent.ops.scoring import (
     track_classes,
     truth_events,
 )
-from edge_agent.runtime.detection import build_detector, build_pipeline
-from edge_agent.runtime.perception import CameraPerception
-from edge_agent.runtime.site import Site
+from edge_agent.perception.build import build_detector, build_pipeline
+from edge_agent.perception.geometry import CameraGeometry
+from edge_agent.perception.tracks import CameraPerception
+from sensors.captures import to_frame
 from sensors.sim import SCENARIOS, ThermalScene
-from sensors.thermal import to_frame
 
 SCENE_SUFFIXES = (".yaml", ".yml")
 
@@ -139,7 +140,7 @@ def _run(config: AgentConfig, cam: CameraConfig, detector: Detector, name: str, 
     began = time.monotonic()
     truth = SceneTruth(scene)
     site = Site.from_config(config)
-    pipeline, perception = build_pipeline(config, detector), CameraPerception(site, cam.id)
+    pipeline, perception = build_pipeline(config, detector), CameraPerception(CameraGeometry.of(cam))
     rules, fusion = site.engine(), site.fusion_engine()
     spec = cam.spec(pace="every")
     fps = scene.params.fps
@@ -157,7 +158,7 @@ def _run(config: AgentConfig, cam: CameraConfig, detector: Detector, name: str, 
             x1, y1, x2, y2 = (float(v) for v in result.tracks.xyxy[k])
             sightings.append(TrackSighting(i, tid, (x1, y1, x2, y2), seen.classes[tid].label,
                                            seen.classes[tid].settled))
-        for zev in rules.update(cam.id, ts, seen.pixel, seen.geo):
+        for zev in rules.update(cam.id, ts, *site.rule_inputs(seen.points, perception.geometry.calibrated)):
             alerts += fusion.on_zone_event(zev).alerts
         for ev in result.events:
             if ev.kind == "lost":

@@ -1,1 +1,2 @@
-"""The running agent: stages, the core, site rules, fusion, the publisher, health."""
+"""The wiring of ``edge-agent run``: the agent builds the stages of the other packages, runs the main loop
+(watchdog, health, reloads) and stops them in order."""

@@ -15,9 +15,9 @@ lines and fusion rules from the config file without touching sensors. The box's 
 start and again whenever the core says its site changed (a reload, a camera's first frame): published retained
 on ``.../site`` and kept in the incident database.
 
-Here: building the stages, the main loop (watchdog, health, reloads), stopping. The messages are in
-``messages``, the core stage in ``core``, sensor health in ``sensorstate``, snapshots in ``snapshot``, the
-health payload in ``health`` and the watchdog's bookkeeping in ``stages``.
+Here: building the stages, the main loop (watchdog, health, reloads), stopping. The stages themselves live with
+what they do: a camera's detection stage in ``perception``, the core stage and its messages in ``core``, the
+publisher in ``delivery``; the health payload is in ``health`` and the watchdog's bookkeeping in ``stages``.
 """
 
 from __future__ import annotations
@@ -36,28 +36,25 @@ from edge_agent.config.agent import AgentConfig, load_config
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
 from edge_agent.contract.topics import topic_root
+from edge_agent.core.fusion import FusionEngine
+from edge_agent.core.messages import AckReceived, CoreQueue, FrameBudget, RulesReloaded, SensorEvent
+from edge_agent.core.sitemap import encode_site_map, site_map
+from edge_agent.core.stage import Core, RunSummary, SiteView
+from edge_agent.delivery.publisher import Publisher
+from edge_agent.incidents.diskguard import DiskGuard
 from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.store import IncidentStore
+from edge_agent.incidents.writer import IncidentLogWriter
 from edge_agent.paths import ConfigError
-from edge_agent.runtime.core import Core, RunSummary, SiteView
-from edge_agent.runtime.detection import (
-    CameraLoad,
-    DetectionStage,
-    build_detector,
-    build_pipeline,
-    is_live,
-    load_line,
-)
-from edge_agent.runtime.diskguard import DiskGuard
+from edge_agent.perception.build import build_detector, build_pipeline
+from edge_agent.perception.geometry import CameraGeometry
+from edge_agent.perception.stage import CameraLoad, DetectionStage, load_line
+from edge_agent.perception.tracks import CameraPerception
 from edge_agent.runtime.errors import CoreBusy, NotStarted
-from edge_agent.runtime.fusion import FusionEngine
 from edge_agent.runtime.health import health_payload
-from edge_agent.runtime.logwriter import IncidentLogWriter
-from edge_agent.runtime.messages import AckReceived, CoreQueue, FrameBudget, RulesReloaded, SensorEvent
-from edge_agent.runtime.publisher import Publisher
 from edge_agent.runtime.sdnotify import Notifier
-from edge_agent.runtime.sitemap import encode_site_map, site_map
 from edge_agent.runtime.stages import Stage, Stages
+from sensors.captures import is_live
 from sensors.feeds import SensorFeed
 from sensors.thermal import ThermalCamera
 
@@ -131,7 +128,7 @@ class Agent:
             log.info("closed %d incident(s) a previous run left open; their alerts go out as closed", left_open)
         self.core = Core(cfg, self.root, self.queue, self.budget, IncidentLogWriter(self.store, disk), self.cameras,
                          self.feeds, self._announce)
-        pipelines = {}
+        pipelines, perceptions = {}, {}
         cams = [c for c in cfg.cameras if c.enabled]
         if cams:
             detector = build_detector(cfg)
@@ -139,6 +136,7 @@ class Agent:
             self.engine = SharedEngine(detector, workers=cfg.detector.parallel).start()
             for cam_cfg in cams:
                 pipelines[cam_cfg.id] = build_pipeline(cfg, self.engine.client(cam_cfg.id))
+                perceptions[cam_cfg.id] = CameraPerception(CameraGeometry.of(cam_cfg))
                 cam = ThermalCamera(cam_cfg.spec(pace="live" if is_live(cam_cfg.source) or cam_cfg.loop
                                                  or "realtime=1" in cam_cfg.source else "every"))
                 self.cameras[cam_cfg.id] = cam
@@ -148,17 +146,19 @@ class Agent:
                                               max_skew_s=s.max_skew_s, hb_timeout_s=s.hb_timeout_s,
                                               accept=cfg.accepted_ids(s.id))
         first_map = self.core.site_view  # the map of the start, before any frame: cameras without a footprint yet
-        self.stages.spawn("core", "core", self.core.run, self.stop_event.is_set)
+        core = self.core
+        self.stages.spawn("core", "core", lambda stage: core.run(stage.touch, self.stop_event.is_set))
         for cam_id, cam in self.cameras.items():
             cam.start(self.stop_event)
-            cam_stage = self.stages.add(Stage(f"camera:{cam_id}", "camera", cam._thread,
+            cam_stage = self.stages.add(Stage(f"camera:{cam_id}", "camera", cam.thread,
                                               ended_of=functools.partial(_source_ended, cam)))
-            detection = DetectionStage(cam_id, cam, pipelines[cam_id], self.queue, self.budget, self._detect_ms)
+            detection = DetectionStage(cam_id, cam, pipelines[cam_id], perceptions[cam_id], self.queue, self.budget,
+                                       self._detect_ms)
             self.loads[cam_id] = detection.load
-            self.stages.spawn(f"detect:{cam_id}", "detect", detection.run, cam_stage)
+            self.stages.spawn(f"detect:{cam_id}", "detect", functools.partial(_detect, detection), cam_stage)
         for feed in self.feeds.values():
             feed.start(self.stop_event)
-            self.stages.add(Stage(f"feed:{feed.sensor_id}", "feed", feed.reader._thread))
+            self.stages.add(Stage(f"feed:{feed.sensor_id}", "feed", feed.reader.thread))
         for feed in self.feeds.values():  # the box says online once its sensors listen (a bind can retry)
             if not feed.reader.wait_ready(FEED_READY_S):
                 log.warning("sensor %s: not listening or connected after %.0f s; going on", feed.sensor_id,
@@ -167,7 +167,7 @@ class Agent:
             self.publisher = Publisher(cfg.mqtt, cfg.site, cfg.box, self.store, self._ack_arrived)
             self.publisher.start()
             pub = self.publisher
-            self.stages.add(Stage("delivery", "delivery", pub._thread, beat_of=lambda: pub.heartbeat))
+            self.stages.add(Stage("delivery", "delivery", pub.thread, beat_of=lambda: pub.heartbeat))
         log.info("agent %s started: %d camera(s), %d feed(s), incident log %s, broker %s", self.root,
                  len(self.cameras), len(self.feeds), cfg.db_path,
                  f"{cfg.mqtt.host}:{cfg.mqtt.broker_port}" if cfg.mqtt else "none (alerts stay in the outbox)")
@@ -287,6 +287,12 @@ class Agent:
         if self.store is not None:
             self.store.close()
         log.info("agent stopped")
+
+
+def _detect(detection: DetectionStage, stage: Stage, camera_stage: Stage) -> None:
+    """A camera's detection stage on its thread; a source that ended finishes both stages (not a death)."""
+    if detection.run(stage.touch):
+        stage.finished = camera_stage.finished = True
 
 
 def _source_ended(cam: ThermalCamera) -> bool:

@@ -1,19 +1,11 @@
 """The running agent's errors: one base, a subclass per problem, each raised ``from`` its cause. They also derive
-from the builtin their callers have always caught (ValueError, KeyError, RuntimeError)."""
+from the builtin their callers have always caught (RuntimeError)."""
 
 from __future__ import annotations
 
 
 class AgentError(Exception):
     """Base of the errors of ``edge_agent.runtime``."""
-
-
-class MqttClientError(AgentError, ValueError):
-    """The MQTT client cannot be built as configured (e.g. the TLS files are missing or do not match)."""
-
-
-class UnknownSensor(AgentError, KeyError):
-    """A fixed sensor id the configuration does not name."""
 
 
 class NotStarted(AgentError, RuntimeError):

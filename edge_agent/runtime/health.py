@@ -10,8 +10,8 @@ from typing import Any
 from detectors.engine import SharedEngine
 from edge_agent import __version__
 from edge_agent.contract.ids import iso_ms
-from edge_agent.runtime.core import Core
-from edge_agent.runtime.detection import CameraLoad
+from edge_agent.core.stage import Core
+from edge_agent.perception.stage import CameraLoad
 from edge_agent.runtime.stages import Stages
 
 

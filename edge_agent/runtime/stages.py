@@ -26,6 +26,10 @@ class Stage:
     beat_of: Callable[[], float] | None = None  # where the heartbeat lives when the stage keeps its own
     ended_of: Callable[[], bool] | None = None  # a finite source that has ended
 
+    def touch(self) -> None:
+        """A heartbeat: the stage's loop came round."""
+        self.beat = time.monotonic()
+
     def alive(self, now: float, stale_s: dict[str, float] = STAGE_STALE_S) -> bool:
         if self.error:
             return False

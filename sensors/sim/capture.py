@@ -34,7 +34,10 @@ class SimCapture:
             if delay > 0:
                 time.sleep(delay)
         counts, _ = self.scene.render(self.index, truth=False)  # a camera streams frames, never their truth
-        self.media_ts = self.index / self.scene.params.fps
+        # A scene paced in real time stands for a live camera: its frames are stamped when read (the reader's clock).
+        # Stamped from scene time instead, a frame rendered faster than the first one would carry a time ahead of
+        # the wall clock.
+        self.media_ts = None if self.scene.params.realtime else self.index / self.scene.params.fps
         self.index += 1
         return True, counts
 

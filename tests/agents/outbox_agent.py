@@ -14,8 +14,8 @@ import time
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.contract.ids import new_ulid
+from edge_agent.delivery.publisher import Publisher
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.publisher import Publisher
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from edge_agent.config.cameras import CameraConfig
 from edge_agent.config.rules import LineConfig, ZoneConfig
 from edge_agent.config.sensors import FixedSensorConfig
 from edge_agent.contract.ids import iso_ms
-from edge_agent.runtime.site import Site
+from edge_agent.core.site import Site
 from geofences.geo import GeoCalibration, footprint
 
 __all__ = ["FOOTPRINT_MAX_RANGE_M", "SCHEMA", "encode_site_map", "site_map"]

@@ -1,6 +1,7 @@
 """A camera's confirmed tracks as the rules see them: placed and measured through the calibration, classified
-(person, vehicle, animal, unknown) and aged. The one composition that the agent's core, ``detect`` and
-``rehearse`` share, so all three label a track the same way."""
+(person, vehicle, animal, unknown) and aged. Runs in the camera's detection stage; the agent, ``detect`` and
+``rehearse`` all use it, so all three label a track the same way. Its output goes down to the core, which
+puts the points on the site plane and runs the rules: nothing here knows the zones."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from detectors.classify import Classification, Measurement, TrackClassifier
 from detectors.types import Detections
-from edge_agent.runtime.site import Placement, Site
+from edge_agent.perception.geometry import CameraGeometry, Placement
 from geofences.rules import TrackPoint
 
 TRACK_CONFIDENCE_S = 3.0
@@ -19,29 +20,32 @@ TRACK_CONFIDENCE_S = 3.0
 
 @dataclass(frozen=True, slots=True)
 class Perceived:
-    """One frame of one camera: rule inputs in pixels and on the site plane, and each track's class."""
+    """One frame of one camera: each confirmed track as a rule input (``x, y`` the anchor pixel, ``latlon`` where
+    the camera is calibrated) and its class."""
 
-    pixel: list[TrackPoint]
-    geo: list[TrackPoint]
+    points: tuple[TrackPoint, ...]
     classes: dict[int, Classification]  # track id -> class
 
 
 @dataclass(slots=True)
 class CameraPerception:
-    site: Site
-    camera: str
+    geometry: CameraGeometry
     classifier: TrackClassifier = field(init=False)
     first_seen: dict[int, float] = field(default_factory=dict)
     confidences: dict[int, deque[tuple[float, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.classifier = TrackClassifier(calibrated=self.camera in self.site.calibrations)
+        self.classifier = TrackClassifier(calibrated=self.geometry.calibrated)
+
+    @property
+    def camera(self) -> str:
+        return self.geometry.camera
 
     def frame(self, ts: float, tracks: Detections, size: tuple[int, int] | None) -> Perceived:
         """Classify and place the confirmed tracks of one frame of ``size`` (width, height) pixels."""
         if not len(tracks):
-            return Perceived([], [], {})
-        at = self.site.measure(self.camera, tracks.xyxy, size)
+            return Perceived((), {})
+        at = self.geometry.measure(tracks.xyxy, size)
         classes = [self.classifier.observe(int(tid), m)
                    for tid, m in zip(tracks.track_id, self._measurements(ts, tracks, at), strict=True)]
         ages = [ts - self.first_seen.setdefault(int(t), ts) for t in tracks.track_id]
@@ -54,22 +58,22 @@ class CameraPerception:
             while history[0][0] < ts - TRACK_CONFIDENCE_S:
                 history.popleft()
             best.append(max(c for _, c in history))
-        sure = Detections(tracks.xyxy, np.array(best, np.float32), tracks.label_id, tracks.track_id)
-        pixel, geo = self.site.track_points(self.camera, ts, sure, ages, size, classes, at)
-        return Perceived(pixel, geo, dict(zip((int(t) for t in tracks.track_id), classes, strict=True)))
+        points = tuple(self._point(ts, tracks, i, at, ages[i], best[i], classes[i]) for i in range(len(tracks)))
+        return Perceived(points, dict(zip((int(t) for t in tracks.track_id), classes, strict=True)))
+
+    def _point(self, ts: float, tracks: Detections, i: int, at: Placement, age_s: float, confidence: float,
+               c: Classification) -> TrackPoint:
+        ll = (float(at.lat[i]), float(at.lon[i])) if np.isfinite(at.lat[i]) else None
+        return TrackPoint(camera=self.camera, track_id=int(tracks.track_id[i]), label=c.label, confidence=confidence,
+                          ts=ts, bbox=tuple(float(v) for v in tracks.xyxy[i]),  # type: ignore[arg-type]
+                          x=float(at.u[i]), y=float(at.v[i]), age_s=age_s, latlon=ll,
+                          height_m=_finite(at.height_m[i]), settled=c.settled, width_m=c.width_m,
+                          speed_mps=c.speed_mps, reason=c.reason)
 
     def still(self, dets: Detections, size: tuple[int, int]) -> list[Classification]:
         """The class of each detection in a single image (no track, no speed)."""
-        at = self.site.measure(self.camera, dets.xyxy, size)
+        at = self.geometry.measure(dets.xyxy, size)
         return [self.classifier.once(m) for m in self._measurements(0.0, dets, at)]
-
-    def rebind(self, site: Site) -> None:
-        """A reloaded configuration: tracks keep their ages, and their class history while the camera stays
-        calibrated (or uncalibrated)."""
-        calibrated = self.camera in site.calibrations
-        self.site = site
-        if calibrated != self.classifier.calibrated:
-            self.classifier = TrackClassifier(calibrated=calibrated)
 
     @staticmethod
     def _measurements(ts: float, dets: Detections, at: Placement) -> list[Measurement]:
@@ -90,3 +94,7 @@ class CameraPerception:
         self.first_seen.pop(track_id, None)
         self.confidences.pop(track_id, None)
         self.classifier.forget(track_id)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

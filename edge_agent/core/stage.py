@@ -18,10 +18,8 @@ from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
 from edge_agent.contract.ids import one_line
 from edge_agent.contract.topics import BoxTopics
-from edge_agent.incidents.sensorlog import Rejected
-from edge_agent.runtime.fusion import EvidenceAdded, FusionEngine, FusionResult
-from edge_agent.runtime.logwriter import IncidentLogWriter
-from edge_agent.runtime.messages import (
+from edge_agent.core.fusion import EvidenceAdded, FusionEngine, FusionResult
+from edge_agent.core.messages import (
     AckReceived,
     CoreMessage,
     CoreQueue,
@@ -32,11 +30,11 @@ from edge_agent.runtime.messages import (
     SensorEvent,
     source_of,
 )
-from edge_agent.runtime.perception import CameraPerception
-from edge_agent.runtime.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
-from edge_agent.runtime.site import Site
-from edge_agent.runtime.snapshot import EventFrames, FrameView
-from edge_agent.runtime.stages import Stage
+from edge_agent.core.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
+from edge_agent.core.site import Site
+from edge_agent.core.snapshot import EventFrames, FrameView
+from edge_agent.incidents.sensorlog import Rejected
+from edge_agent.incidents.writer import IncidentLogWriter
 from sensors.events import MetalEvent, RadioEvent
 from sensors.feeds import SensorFeed
 from sensors.thermal import ThermalCamera
@@ -85,7 +83,6 @@ class Core:
         self.sensors = SensorStates(config)
         self.frames = EventFrames()
         self._snapshotted: set[str] = set()
-        self.perceptions: dict[str, CameraPerception] = {}
         self.frame_sizes: dict[str, tuple[int, int]] = {}
         self.site_version = 0
         self.build_rules(config)
@@ -96,8 +93,6 @@ class Core:
         self.sensors.config = config
         self.site = Site.from_config(config)
         self.rules = self.site.engine()
-        for perception in self.perceptions.values():
-            perception.rebind(self.site)
         if getattr(self, "fusion", None) is None:
             self.fusion: FusionEngine = self.site.fusion_engine()
         else:
@@ -111,12 +106,13 @@ class Core:
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    def run(self, stage: Stage, stop_requested: Callable[[], bool]) -> None:
-        """Until stopped with the queue drained; housekeeping every half second, retention every hour."""
+    def run(self, beat: Callable[[], None], stop_requested: Callable[[], bool]) -> None:
+        """Until stopped with the queue drained (``beat`` on every turn, for the watchdog); housekeeping every half
+        second, retention every hour."""
         next_tick = 0.0
         next_retention = time.monotonic() + 60.0
         while True:
-            stage.beat = time.monotonic()
+            beat()
             msg = self.queue.get(timeout=0.25)
             if msg is not None:
                 self.handle_one(msg)
@@ -177,15 +173,10 @@ class Core:
         if msg.size is not None and self.frame_sizes.get(msg.camera) != msg.size:  # its footprint can be drawn now
             self.frame_sizes[msg.camera] = msg.size
             self._site_changed()
-        perception = self.perceptions.get(msg.camera)
-        if perception is None:
-            perception = self.perceptions[msg.camera] = CameraPerception(self.site, msg.camera)
-        seen = perception.frame(msg.ts, msg.tracks, msg.size)
-        for zev in self.rules.update(msg.camera, msg.ts, seen.pixel, seen.geo):
+        for zev in self.rules.update(msg.camera, msg.ts, *self.site.rule_inputs(msg.points, msg.calibrated)):
             self._apply(self.fusion.on_zone_event(zev))
-        for ev in msg.lost:
-            perception.lost(ev.track_id)
-            self.rules.forget(msg.camera, ev.track_id)
+        for track_id in msg.lost:
+            self.rules.forget(msg.camera, track_id)
 
     # -- housekeeping --------------------------------------------------------------------------------------
 

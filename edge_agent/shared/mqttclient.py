@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config.mqtt import MqttConfig
-from edge_agent.runtime.errors import MqttClientError
+from edge_agent.shared.errors import MqttClientError
 
 paho_log = logging.getLogger("edge_agent.paho")  # exceptions paho caught in a callback of a client make_client built
 SESSION_EXPIRY_S = 7 * 86400  # acks sent while a box is away wait this long at the broker

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 
 from edge_agent.config.agent import AgentConfig
+from edge_agent.incidents.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
 from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.sensorlog import Rejected
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.diskguard import DiskGuard, UnwrittenQueue, is_disk_full
 
 log = logging.getLogger(__name__)
 

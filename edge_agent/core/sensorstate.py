@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_agent.config.agent import AgentConfig
-from edge_agent.runtime.fusion import FusionEngine, FusionResult
+from edge_agent.core.fusion import FusionEngine, FusionResult
 from sensors.events import MetalEvent
 
 log = logging.getLogger(__name__)

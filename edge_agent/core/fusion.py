@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from edge_agent.contract.alert import Alert, AlertKind, AlertState, Evidence, Severity
 from edge_agent.contract.ids import new_ulid
+from edge_agent.core.evidence import metal_evidence, radio_evidence, zone_evidence
 from edge_agent.incidents.record import Incident
 from geofences.geo import LocalPlane
 from geofences.rules import ZoneEvent
@@ -117,7 +118,7 @@ class FusionEngine:
         steps: list[EvidenceAdded | Alert] = []
         for rule in self.rules:
             if rule.place == ev.rule_id:
-                steps += self._add(rule, Evidence.from_zone(ev), ev.ts, kind)
+                steps += self._add(rule, zone_evidence(ev), ev.ts, kind)
         return FusionResult(tuple(steps))
 
     def on_metal(self, ev: MetalEvent) -> FusionResult:
@@ -130,7 +131,7 @@ class FusionEngine:
         steps: list[EvidenceAdded | Alert] = []
         for rule in self.rules:
             if ev.sensor in rule.metal or (rule.fixed and self._near(rule, point)):
-                steps += self._add(rule, Evidence.from_metal(ev, where), ev.received, "metal")
+                steps += self._add(rule, metal_evidence(ev, where), ev.received, "metal")
         return FusionResult(tuple(steps))
 
     def on_radio(self, ev: RadioEvent) -> FusionResult:
@@ -149,7 +150,7 @@ class FusionEngine:
             else:  # rf_detect and emergency: only a receiver of this place says it is here
                 hit = ev.sensor in rule.radio
             if hit:
-                steps += self._add(rule, Evidence.from_radio(ev, receiver), ev.received, "radio")
+                steps += self._add(rule, radio_evidence(ev, receiver), ev.received, "radio")
         if ev.kind == "emergency" and not steps:
             steps += self._emergency(ev, receiver)
         return FusionResult(tuple(steps))
@@ -161,7 +162,7 @@ class FusionEngine:
         if ev.received - last < EMERGENCY_REPEAT_S:
             return []
         self._recent[(key, frozenset())] = ev.received
-        evidence = Evidence.from_radio(ev, receiver)
+        evidence = radio_evidence(ev, receiver)
         inc = Incident(self.new_id(ev.received), key, "radio", "high", ev.received, None, [evidence], ev.received)
         inc.alert_id = self.new_id(ev.received)
         who = f" from radio {ev.radio_id}" if ev.radio_id else ""

@@ -13,11 +13,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectors.tracking import TrackEvent
 from detectors.types import Detections
 from edge_agent.config.agent import AgentConfig
 from edge_agent.contract.acks import Ack
 from edge_agent.incidents.sensorlog import Rejected
+from geofences.rules import TrackPoint
 from sensors.feeds import Event
 from sensors.frames import ThermalFrame
 
@@ -29,15 +29,19 @@ FRAMES_IN_FLIGHT = 4  # frames per camera queued for the core; beyond, a message
 
 @dataclass(frozen=True, slots=True)
 class FrameTracks:
-    """One processed camera frame: its tracks, the tracks lost with it, and the frame for a snapshot (None when
-    the camera's budget of frames in flight was spent, or at the end of the source)."""
+    """One processed camera frame: its confirmed tracks as rule inputs (classified, ``x, y`` the anchor pixel,
+    ``latlon`` where the camera is calibrated), their boxes for a snapshot, the ids of the tracks lost with it,
+    and the frame for a snapshot (None when the camera's budget of frames in flight was spent, or at the end of
+    the source)."""
 
     camera: str
     ts: float
+    points: tuple[TrackPoint, ...]
     tracks: Detections
-    lost: tuple[TrackEvent, ...] = ()
+    lost: tuple[int, ...] = ()
     frame: ThermalFrame | None = None
     size: tuple[int, int] | None = None  # the frame's width and height in pixels
+    calibrated: bool = False  # the points have a place on the map (geographic rules apply to them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,9 @@ from edge_agent.config.mqtt import MqttConfig
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.ids import iso_ms
 from edge_agent.contract.topics import BoxTopics, topic_root
+from edge_agent.delivery.inbound import Inbound, InboundCounters
 from edge_agent.incidents.store import IncidentStore
-from edge_agent.runtime.inbound import Inbound, InboundCounters
-from edge_agent.runtime.mqttclient import (
+from edge_agent.shared.mqttclient import (
     connect_persistent,
     give_up,
     heard_from_broker_s,
@@ -135,6 +135,11 @@ class Publisher:
         self._connect()
         self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
         self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The sender thread (None before ``start``), for the agent's watchdog."""
+        return self._thread
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish ``offline`` (retained) and disconnect; what is undelivered stays in the outbox."""
