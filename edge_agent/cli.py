@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "is installed")
     s.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: the scene's end)")
     s.add_argument("--no-web", action="store_true", help="no command post page: the console only")
+    s.add_argument("--out", metavar="DIR", help="where the run's incident log, snapshots and command post store go "
+                   "(default STATE_DIR/demo/<time>)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("run", help="run the agent: sensors, detection, rules, fusion, incident log, MQTT delivery")

@@ -172,7 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         run_demo(config, path, lambda line: print(line, flush=True), args.duration,
-                 "amqtt" if args.embedded_broker else "auto", web=not args.no_web, hold=hold)
+                 "amqtt" if args.embedded_broker else "auto", web=not args.no_web, hold=hold,
+                 out=Path(args.out) if args.out else None)
     except BrokerUnavailable as exc:
         raise UsageError(str(exc)) from None
     return 0

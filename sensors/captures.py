@@ -148,6 +148,16 @@ def _opener(scheme: str) -> CaptureOpener | None:
     return found
 
 
+def unpaced(source: str) -> str:
+    """The same source read as fast as it can be: a synthetic scene's real-time pacing (``realtime=1``) dropped,
+    for tools that want frame N of it now, not N frames later."""
+    if not source.startswith("sim://") or "?" not in source:
+        return source
+    base, query = source.split("?", 1)
+    kept = [kv for kv in query.split("&") if kv.split("=", 1)[0] != "realtime"]
+    return base + ("?" + "&".join(kept) if kept else "")
+
+
 def is_live(source: str) -> bool:
     """Cameras and streams drop old frames; files and scenes are read frame by frame."""
     return source.split("://", 1)[0] in LIVE_SCHEMES or source.startswith("/dev/") or source.isdigit()

@@ -167,6 +167,13 @@ class Collector:
     def wait(self, predicate: Any, timeout: float = 20.0) -> bool:
         return wait_for(predicate, timeout)
 
+    def barrier(self, topic: str, timeout: float = 20.0) -> bool:
+        """Publish a marker on ``topic`` (one this collector receives) and wait for it: whatever the broker
+        forwarded to this subscriber before it (a message it should have refused, say) has arrived by then."""
+        marker = f"barrier-{time.monotonic_ns()}".encode()
+        self.client.publish(topic, marker, qos=1)
+        return wait_for(lambda: any(m.payload == marker for m in self.on(topic)), timeout)
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -64,6 +64,27 @@ def assets() -> Path:
     return Path(ultralytics.__file__).parent / "assets"
 
 
+MODEL_FIXTURES = {"default_pt", "default_ov640", "default_ov320", "intrusion_run", "models_dir"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that load the model are marked ``model`` (``./dev test --quick`` leaves them out with the slow and
+    integration ones: the quick loop is the pure and contract tests)."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The order's seed, also under -q (pytest-randomly says it only in the header): a failure that depends on
+    the order can be replayed with it."""
+    seed = config.getoption("randomly_seed", default=None)
+    if seed is not None and config.getoption("randomly_reorganize", default=True):
+        terminalreporter.write_line(f"tests ran in random order, seed {seed}: replay it with "
+                                    f"./dev test --randomly-seed={seed}")
+
+
 def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real console script in a subprocess."""
     exe = Path(sys.executable).with_name("edge-agent")

@@ -1,5 +1,6 @@
-"""The intrusion scene run once through the real detector, tracker and rules; shared by the zone and
-fusion acceptance tests (it takes minutes on a 2-core machine)."""
+"""The intrusion scene: run through the real detector, tracker and rules (``run_intrusion``, for the tests of that
+chain; seconds to minutes), or its scripted people put straight through the rules (``scripted_zone_events``: no
+model, for tests of what comes after the rules, such as fusion and the incident log)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from edge_agent.core.site import Site
 from edge_agent.perception.build import build_pipeline
 from edge_agent.perception.geometry import CameraGeometry
 from edge_agent.perception.tracks import CameraPerception
-from geofences.rules import ZoneEvent
+from geofences.rules import TrackPoint, ZoneEvent
 from sensors.frames import ThermalFrame
 from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
 
@@ -26,7 +27,7 @@ LINE_Y = 24.0
 PERSON = {"labels": ["person"]}
 
 
-def intrusion_config(scene: ThermalScene, model: Path) -> dict:
+def intrusion_config(scene: ThermalScene, model: Path | str = "default") -> dict:
     cam = scene.camera
     gcps = []
     for x, y in [(-6, 12), (6, 12), (-9, 32), (9, 32), (0, 20)]:
@@ -72,3 +73,31 @@ def run_intrusion(model: Path) -> tuple[list[ZoneEvent], ThermalScene]:
                 perception.lost(ev.track_id)
                 engine.forget("cam", ev.track_id)
     return events, scene
+
+
+def scripted_zone_events(scene: ThermalScene, config: AgentConfig) -> list[ZoneEvent]:
+    """What the rules make of the scene's people walking their scripted paths (each a settled ``person`` track at
+    its true foot point, 10 frames a second): the zone events a perfect detector would give, without the model."""
+    site = Site.from_config(config)
+    engine = site.engine()
+    cam = scene.camera
+    people = [a for a in scene.scenario.actors if a.label == "person"]
+    events: list[ZoneEvent] = []
+    first: dict[int, float] = {}
+    for i in range(int(scene.scenario.duration_s * 10)):
+        t = i / 10.0
+        points = []
+        for actor in people:
+            state = actor.state(t)
+            if state is None:
+                continue
+            x, y = state[0], state[1]
+            u, v = cam.project(np.array([x, x]), np.array([y, y]), np.array([0.0, 1.75]))
+            box = (float(u[0]) - 0.15 * float(v[0] - v[1]), float(v[1]), float(u[0]) + 0.15 * float(v[0] - v[1]),
+                   float(v[0]))
+            first.setdefault(actor.track_id, t)
+            points.append(TrackPoint("cam", actor.track_id, "person", 0.9, T0 + t, box, float(u[0]), float(v[0]),
+                                     age_s=t - first[actor.track_id], latlon=scene.ground_to_latlon(x, y),
+                                     height_m=1.75, settled=True))
+        events += engine.update("cam", T0 + t, *site.rule_inputs(points, calibrated=True))
+    return events

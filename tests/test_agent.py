@@ -4,7 +4,6 @@ time; SIGHUP reloads rules without dropping sensors; the watchdog stops when a s
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import sqlite3
@@ -227,10 +226,9 @@ def test_watchdog_is_fed_only_while_every_stage_is_alive(tmp_path: Path) -> None
 
 
 def test_demo_prints_a_fused_incident_and_ends_cleanly(tmp_path: Path, default_ov640: Path) -> None:
-    env = {**os.environ, "EDGE_AGENT_HOME": str(ROOT / ".state")}
     t0 = time.monotonic()
-    out = subprocess.run([EXE, "demo", "-c", str(ROOT / "configs" / "demo.yaml")], capture_output=True, text=True,
-                         timeout=180, env=env, cwd=tmp_path)
+    out = subprocess.run([EXE, "demo", "-c", str(ROOT / "configs" / "demo.yaml"), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
     took = time.monotonic() - t0
     assert out.returncode == 0, out.stderr[-3000:]
     assert took < 180
@@ -246,6 +244,7 @@ def test_demo_prints_a_fused_incident_and_ends_cleanly(tmp_path: Path, default_o
     assert "== demo summary ==" in out.stdout and "latency, event to command post" in out.stdout
     assert "rejected input lines: 1 (kept with their reasons in the incident log)" in lines
     db = Path(next(ln for ln in lines if ln.startswith("incident log: ")).split()[2])
+    assert db == tmp_path / "run" / "incidents.db"  # nothing written into the checkout
     review = next(ln for ln in lines if ln.startswith("review it: ")).removeprefix("review it: ").split()
     assert review[:3] == ["edge-agent", "incidents", "list"]
     listed = subprocess.run([EXE, *review[1:]], capture_output=True, text=True, timeout=60)

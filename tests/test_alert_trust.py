@@ -14,6 +14,9 @@ from edge_agent.config.agent import load_config
 from edge_agent.ops.rehearse import Rehearsal, ScenarioRun, rehearse
 from tests.conftest import ROOT
 
+# the module's expensive fixtures are computed once, on one worker (./dev test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("alert_trust")
+
 MIDNIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC).timestamp()  # 00:00 in Vienna: the night verge rule is on
 
 

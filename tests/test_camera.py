@@ -98,7 +98,8 @@ def test_newest_frame_wins_when_the_consumer_is_slow(stop: threading.Event) -> N
     cam.start(stop)
     first = cam.read(5.0)
     assert first is not None
-    time.sleep(1.0)  # a slow detector: the reader renders tens of frames meanwhile
+    # a slow detector: the reader renders ten more frames before anyone takes one
+    assert wait_for(lambda: cam.counters.frames_read >= first.seq + 11, 30), cam.counters
     second = cam.read(5.0)
     assert second is not None
     assert second.seq > first.seq + 5, "old frames were queued instead of dropped"
@@ -120,9 +121,16 @@ def test_missing_source_is_offline_and_retried_with_backoff(tmp_path: Path, stop
     spec = CameraSpec("cam-gone", str(tmp_path / "absent.mkv"), backoff_min_s=0.1, backoff_max_s=0.4)
     cam = ThermalCamera(spec)
     cam.start(stop)
-    time.sleep(1.3)  # tries at 0, 0.1, 0.3, 0.7, 1.1 s: the delay doubles up to 0.4
-    assert cam.state == "offline"
-    assert 3 <= cam.counters.reopens <= 5
+    tries: list[float] = []  # when each retry began, as seen from here
+    deadline = time.monotonic() + 30
+    while len(tries) < 5 and time.monotonic() < deadline:
+        if cam.counters.reopens > len(tries):
+            tries.append(time.monotonic())
+        time.sleep(0.01)
+    assert len(tries) == 5 and cam.state == "offline", cam.counters
+    gaps = np.diff(tries)
+    # the delay doubles from 0.1 s up to 0.4 s: never shorter than that (a slow machine may take longer)
+    assert all(gap >= want - 0.03 for gap, want in zip(gaps, (0.2, 0.4, 0.4, 0.4), strict=True)), gaps
     assert "absent.mkv does not exist" in (cam.counters.last_error or "")
 
 

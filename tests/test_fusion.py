@@ -1,11 +1,11 @@
-"""Fusion: the intrusion scene through the real detector plus scripted metal and radio events; every alert
-is validated against the contract's JSON Schema."""
+"""Fusion: the intrusion scene's scripted people through the rules, plus scripted metal and radio events; every
+alert is validated against the contract's JSON Schema. Fusion is pure: no model here (the chain from the model to
+the rules is tests/test_zone_scene.py's)."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -23,7 +23,7 @@ from sensors.events import MetalEvent, RadioEvent
 from sensors.feeds import SensorFeed
 from sensors.sim import ThermalScene
 from tests.conftest import ROOT
-from tests.scenes import intrusion_config
+from tests.scenes import intrusion_config, scripted_zone_events
 
 VALIDATOR = jsonschema.Draft202012Validator(alert_schema())
 
@@ -49,8 +49,8 @@ class Harness:
     events about the detector itself go through the sensor states, as in the agent's core; the alerts fusion
     returns are collected (and, given a store, written with their evidence as the core does)."""
 
-    def __init__(self, scene: ThermalScene, model: Path, store: IncidentStore | None = None) -> None:
-        raw = intrusion_config(scene, model)
+    def __init__(self, scene: ThermalScene, store: IncidentStore | None = None) -> None:
+        raw = intrusion_config(scene)
         self.gate = scene.ground_to_latlon(0.5, 19.0)
         self.receiver = scene.ground_to_latlon(-40.0, 5.0)
         raw["fixed_sensors"] = [
@@ -109,17 +109,22 @@ class Harness:
         return self.alerts
 
 
+@pytest.fixture(scope="module")
+def scripted() -> tuple[ThermalScene, list[ZoneEvent]]:
+    scene = ThermalScene.from_url("sim://intrusion")
+    return scene, scripted_zone_events(scene, AgentConfig.model_validate(intrusion_config(scene)))
+
+
 @pytest.fixture
-def harness(intrusion_run: tuple[list, ThermalScene], default_ov640: Path) -> tuple[Harness, list[ZoneEvent]]:
-    events, scene = intrusion_run
-    return Harness(scene, default_ov640), events
+def harness(scripted: tuple[ThermalScene, list[ZoneEvent]]) -> tuple[Harness, list[ZoneEvent]]:
+    scene, events = scripted
+    return Harness(scene), events
 
 
 def _entry(events: list[ZoneEvent]) -> ZoneEvent:
     return next(e for e in events if e.kind == "entry" and e.rule_id == "strip")
 
 
-@pytest.mark.slow
 def test_person_then_metal_alarm_is_one_incident_above_either_alone(harness) -> None:  # type: ignore[no-untyped-def]
     h, events = harness
     t = _entry(events).ts
@@ -133,12 +138,11 @@ def test_person_then_metal_alarm_is_one_incident_above_either_alone(harness) -> 
     assert "metal alarm at md-gate" in fused[0].summary and "2 sensor kinds agree" in fused[0].summary
     assert fused[0].location is not None and fused[0].zone == ("strip", "Gate strip")
     # metal alone, far from any person: one incident, and only medium
-    h2 = Harness(ThermalScene.from_url("sim://intrusion"), Path(h.config.detector.model))
+    h2 = Harness(ThermalScene.from_url("sim://intrusion"))
     alone = h2.play([], [(t + 3.0, "metal", pmdet("md-gate", 1, "ALARM"))])
     assert [(a.kind, a.severity) for a in alone if a.state == "new"] == [("metal", "medium")]
 
 
-@pytest.mark.slow
 def test_a_bearing_through_the_zone_joins_one_that_misses_does_not(harness) -> None:  # type: ignore[no-untyped-def]
     h, events = harness
     t = _entry(events).ts
@@ -156,7 +160,6 @@ def test_a_bearing_through_the_zone_joins_one_that_misses_does_not(harness) -> N
     assert sum(1 for e in last.evidence if e.type == "radio") == 1  # the bearing that missed is not evidence
 
 
-@pytest.mark.slow
 def test_far_apart_in_time_or_place_stay_separate_and_repeats_do_not_alert(harness) -> None:  # type: ignore[no-untyped-def]
     h, events = harness
     t = _entry(events).ts
@@ -177,7 +180,7 @@ def test_far_apart_in_time_or_place_stay_separate_and_repeats_do_not_alert(harne
 
 def test_sensor_faults_are_alerts_and_degrade_dependent_incidents() -> None:
     scene = ThermalScene.from_url("sim://intrusion")
-    h = Harness(scene, ROOT / "unused.pt")
+    h = Harness(scene)
     t0 = 1_795_435_200.0
     h.play([], [(t0, "metal", pmdet("md-gate", 1, "TAMPER", 100))])
     fault = h.alerts[-1]
@@ -212,7 +215,7 @@ def test_schema_copy_matches_the_contract() -> None:
 
 
 def test_a_stalled_camera_and_a_silent_receiver_are_sensor_faults_of_their_kind() -> None:
-    h = Harness(ThermalScene.from_url("sim://intrusion"), ROOT / "unused.pt")
+    h = Harness(ThermalScene.from_url("sim://intrusion"))
     h.sensor("cam", "offline", "no frame for 20 s", 1_795_435_200.0)
     h.sensor("rf-1", "faulty", "receiver rf-1 silent", 1_795_435_201.0)
     kinds = [(a.kind, a.evidence[0].type, a.severity) for a in h.alerts]
@@ -224,7 +227,7 @@ def test_a_stalled_camera_and_a_silent_receiver_are_sensor_faults_of_their_kind(
 
 
 def test_a_radio_emergency_is_an_alert_of_its_own_once_a_minute() -> None:
-    h = Harness(ThermalScene.from_url("sim://intrusion"), ROOT / "unused.pt")
+    h = Harness(ThermalScene.from_url("sim://intrusion"))
     t = 1_795_435_200.0
     for i in range(3):  # the same handheld calling again and again: one alert
         h.radio.handle(radio("rf-1", t + i, "emergency", radio_id="PMR-9", freq_hz=446_006_250), t + i)

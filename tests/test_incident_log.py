@@ -32,10 +32,10 @@ from edge_agent.incidents.record import insert_evidence
 from edge_agent.incidents.schema import SCHEMA_VERSION
 from edge_agent.incidents.sensorlog import Rejected
 from edge_agent.incidents.store import IncidentStore
-from geofences.rules import ZoneEvent
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT
 from tests.incidents import log_incident
+from tests.scenes import scripted_zone_events
 from tests.test_fusion import Harness, pmdet, radio
 
 EXE = str(Path(sys.executable).with_name("edge-agent"))
@@ -65,11 +65,13 @@ def test_sigkill_during_a_burst_of_writes_loses_no_committed_incident(tmp_path: 
 
 
 @pytest.fixture
-def scenario(intrusion_run: tuple[list[ZoneEvent], ThermalScene], default_ov640: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """The intrusion scene (real detector) plus scripted metal and radio lines, logged in a real database."""
-    events, scene = intrusion_run
+def scenario(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The intrusion scene's scripted people through the rules, plus scripted metal and radio lines, logged in a
+    real database."""
+    scene = ThermalScene.from_url("sim://intrusion")
     store = IncidentStore(tmp_path / "incidents.db")
-    h = Harness(scene, default_ov640, store=store)  # fusion's evidence and alerts written as the core writes them
+    h = Harness(scene, store=store)  # fusion's evidence and alerts written as the core writes them
+    events = scripted_zone_events(scene, h.config)
     entry = next(e for e in events if e.kind == "entry" and e.rule_id == "strip")
     t = entry.ts
     lines = [(t + 2, "metal", pmdet("md-gate", 1, "ALARM", 88)),
@@ -81,7 +83,6 @@ def scenario(intrusion_run: tuple[list[ZoneEvent], ThermalScene], default_ov640:
     store.close()
 
 
-@pytest.mark.slow
 def test_csv_and_geojson_exports_hold_every_incident_with_its_evidence(scenario, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     store, h = scenario
     incidents = {r[0]: r for r in store.db.execute("SELECT id, kind, lat, lon FROM incidents")}

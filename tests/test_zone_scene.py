@@ -12,6 +12,9 @@ from shapely.geometry import Point, Polygon
 from sensors.sim import SCENARIOS, ThermalScene
 from tests.scenes import LINE_Y, T0, ZONE_M
 
+# the module's expensive fixtures are computed once, on one worker (./dev test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("intrusion_run")
+
 
 def truth_time(actor_id: int, inside: object, step: float = 0.01) -> list[float]:
     """Times at which an actor's ground point changes from outside to inside ``inside(x, y)``."""

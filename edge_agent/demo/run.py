@@ -92,11 +92,12 @@ def start_command_post(mqtt: MqttConfig, run_dir: Path, show: Callable[[str], No
 
 def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str], None],
              duration_s: float | None = None, broker: str = "auto", web: bool = True,
-             hold: Callable[[DemoResult], None] | None = None) -> DemoResult:
+             hold: Callable[[DemoResult], None] | None = None, out: Path | None = None) -> DemoResult:
     """``hold`` gets the result after the scene, while the broker and the command post still run (the CLI
-    prints the summary there and, at a terminal, keeps the page up until Enter)."""
+    prints the summary there and, at a terminal, keeps the page up until Enter). The run's incident log, snapshots
+    and command post store go to ``out`` (default: a folder per run under the state directory)."""
     show = one_line_at_a_time(show)  # the console prints from paho's thread, the demo from this one
-    run_dir = config.state_dir / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out or config.state_dir / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     config = _ports(config).model_copy(update={
         "incident_log": config.incident_log.model_copy(update={"path": run_dir / "incidents.db"})})
     local = None

@@ -15,7 +15,7 @@ from edge_agent.ops.errors import OpsError
 
 def zones_preview(config_path: str, camera: str, output: str, source: str | None = None, frame_no: int = 0) -> str:
     """Draw a camera's zones and lines over one of its frames into a PNG; returns what was written."""
-    from sensors.captures import open_capture, to_frame
+    from sensors.captures import open_capture, to_frame, unpaced
     from sensors.errors import SensorError
 
     config = load_config(config_path)
@@ -23,8 +23,7 @@ def zones_preview(config_path: str, camera: str, output: str, source: str | None
     if camera not in cams:
         raise OpsError(f"unknown camera {camera!r}; cameras in {config_path}: {', '.join(cams) or 'none'}")
     cam = cams[camera]
-    if source:
-        cam = cam.model_copy(update={"source": source})
+    cam = cam.model_copy(update={"source": unpaced(source or cam.source)})
     try:
         cap = open_capture(cam.spec())
     except SensorError as exc:
