@@ -314,7 +314,7 @@ def cmd_command_post(args: argparse.Namespace) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    from edge_agent.commandpost.console import AlertCache, default_cache, send_ack
+    from edge_agent.commandpost.console import AlertCache, ack_and_confirm, default_cache
 
     cfg = _mqtt_from(args)
     site, box = args.site, args.box
@@ -323,7 +323,11 @@ def cmd_ack(args: argparse.Namespace) -> int:
         if found is None:
             raise UsageError(f"alert {args.alert_id} is not in this console's cache; give --site and --box")
         site, box = found
-    if send_ack(cfg, site, box, args.alert_id, args.by, args.note or "", args.wait):
+    try:
+        confirmed = ack_and_confirm(cfg, site, box, args.alert_id, args.by, args.note or "", args.wait)
+    except ConnectionError as exc:
+        raise UsageError(f"ack for {args.alert_id} not sent: {exc}") from None
+    if confirmed:
         print(f"acknowledged {args.alert_id}: box {site}/{box} confirmed")
         return 0
     print(f"ack for {args.alert_id} sent to {site}/{box}, but the box did not confirm within {args.wait:.0f} s "

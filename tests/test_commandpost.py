@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from starlette.testclient import TestClient
 
+from edge_agent.commandpost.console import AlertCache, Console
 from edge_agent.commandpost.ingest import Ingest
+from edge_agent.commandpost.messages import AlertReceived, BoxStatus
 from edge_agent.commandpost.server import CommandPost, leaflet_dir
 from edge_agent.commandpost.store import CommandPostStore
 from edge_agent.commandpost.users import UserError, Users
 from edge_agent.commandpost.web import LiveEvents, Page, build_app
 from edge_agent.config.commandpost import CommandPostConfig, load_command_post_config, parse_command_post_config
 from edge_agent.config.mqtt import MqttConfig
-from edge_agent.contract.acks import parse_receipt
+from edge_agent.contract.acks import parse_ack, parse_receipt
+from edge_agent.contract.alert import Alert, parse_alert
 from edge_agent.contract.ids import iso_ms, new_ulid
 from edge_agent.paths import ConfigError
 from tests.brokers import ROOT, Mosquitto, wait_for
@@ -47,11 +51,17 @@ def _cfg(tmp_path: Path, **extra: Any) -> CommandPostConfig:
 
 def _alert(state: str = "new", severity: str = "high", ts: float | None = None, alert_id: str | None = None,
            **extra: Any) -> dict[str, Any]:
+    """An alert's payload as a box publishes it (``extra`` replaces fields)."""
     return {"schema": "edge-agent/alert@1", "alert_id": alert_id or new_ulid(), "incident_id": new_ulid(),
             "site": "t", "box": "b1", "ts": iso_ms(ts or time.time()), "kind": "intrusion", "severity": severity,
             "state": state, "zone": {"id": "strip", "name": "Patrol strip"}, "location": {"lat": 46.55, "lon": 15.65},
             "evidence": [{"sensor": "cam", "type": "thermal", "ts": iso_ms(time.time()), "label": "person"}],
             "summary": "Person entered Patrol strip", "snapshot": None, **extra}
+
+
+def _typed(state: str = "new", severity: str = "high", ts: float | None = None, **extra: Any) -> Alert:
+    """The same alert as the command post takes it: through the contract's parser."""
+    return parse_alert(json.dumps(_alert(state, severity, ts, **extra)).encode(), "t", extra.get("box", "b1"))
 
 
 @pytest.fixture()
@@ -110,9 +120,9 @@ def test_sign_in_sessions_end_when_the_user_changes_and_failures_are_limited(sit
 
 def test_acks_need_a_guard_a_csrf_token_and_this_origin(site: Any) -> None:
     client, store, _users = site
-    alert = _alert()
+    alert = _typed()
     store.add_alert(alert, time.time())
-    url = f"/api/alerts/{alert['alert_id']}/ack"
+    url = f"/api/alerts/{alert.alert_id}/ack"
     _sign_in(client, "vic")
     token = _csrf(client, "/")
     r = client.post(url, json={"note": "x"}, headers={"x-csrf-token": token})
@@ -125,29 +135,29 @@ def test_acks_need_a_guard_a_csrf_token_and_this_origin(site: Any) -> None:
     assert client.post(url, json={"note": 5}, headers={"x-csrf-token": token}).status_code == 400
     # allowed, but this command post has no broker connection: said so, nothing stored as sent
     r = client.post(url, json={"note": "patrol sent"}, headers={"x-csrf-token": token})
-    assert r.status_code == 503 and store.acks_of(alert["alert_id"]) == []
+    assert r.status_code == 503 and store.acks_of(alert.alert_id) == []
     assert client.post("/api/alerts/nonsense/ack", json={}, headers={"x-csrf-token": token}).status_code == 404
 
 
 def test_the_store_keeps_each_state_once_and_a_late_state_does_not_win(tmp_path: Path) -> None:
     store = CommandPostStore(tmp_path / "cp.db")
     t = time.time()
-    a = _alert("new", ts=t)
+    a = _typed("new", ts=t)
     assert store.add_alert(a, t).new
     assert not store.add_alert(a, t + 1).new  # a redelivery
-    upd = {**a, "state": "updated", "ts": iso_ms(t + 5), "summary": "now two people"}
+    upd = replace(a, state="updated", ts=t + 5, summary="now two people")
     assert store.add_alert(upd, t + 6).latest
-    late = {**a, "state": "escalated", "ts": iso_ms(t + 2)}
+    late = a.with_state("escalated", t + 2)
     stored = store.add_alert(late, t + 7)
     assert stored.new and not stored.latest
-    row = store.alert(a["alert_id"])
+    row = store.alert(a.alert_id)
     assert row is not None and row["state"] == "updated" and row["summary"] == "now two people"
-    assert [s["state"] for s in store.states_of(a["alert_id"])] == ["new", "escalated", "updated"]
-    store.ack_sent(a["alert_id"], "gina", "on my way", t + 8)
-    store.add_alert({**a, "state": "acknowledged", "ts": iso_ms(t + 9)}, t + 9)
-    row = store.alert(a["alert_id"])
+    assert [s["state"] for s in store.states_of(a.alert_id)] == ["new", "escalated", "updated"]
+    store.ack_sent(a.alert_id, "gina", "on my way", t + 8)
+    store.add_alert(a.with_state("acknowledged", t + 9), t + 9)
+    row = store.alert(a.alert_id)
     assert row is not None and (row["acked_by"], row["ack_note"]) == ("gina", "on my way")
-    assert store.acks_of(a["alert_id"])[0]["confirmed"] == t + 9
+    assert store.acks_of(a.alert_id)[0]["confirmed"] == t + 9
     store.close()
 
 
@@ -179,7 +189,7 @@ def test_hostile_messages_are_refused_and_every_stored_state_gets_a_receipt(tmp_
     ingest.start()
     side = _Listener(broker.port, "border/+/+/receipts")
     try:
-        assert wait_for(ingest.connected.is_set, 10)
+        assert wait_for(ingest.receiver.connected.is_set, 10)
         hostile = [
             ("border/t/b1/site", b'{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": '
                                  b'{"type": "Point", "coordinates": [NaN, 1]}, "properties": {}}]}'),
@@ -210,7 +220,7 @@ def test_hostile_messages_are_refused_and_every_stored_state_gets_a_receipt(tmp_
         receipts = [parse_receipt(p) for _t, p in side.messages]
         assert {(r.alert_id, r.state, r.by) for r in receipts} == {(good["alert_id"], "new", "cp-unit")}
         assert [t for t, _p in side.messages] == ["border/t/b1/receipts"] * len(side.messages)
-        assert ingest.counters.rejected == len(hostile), ingest.counters
+        assert ingest.receiver.counters.rejected == len(hostile), ingest.receiver.counters
         assert ingest.counters.alerts == 1 and ingest.counters.duplicates == 1
         assert store.counts()["alerts"] == 1 and store.counts()["snapshots"] == 0
         assert store.boxes() == []  # the bad status and health made no box
@@ -224,13 +234,69 @@ def test_hostile_messages_are_refused_and_every_stored_state_gets_a_receipt(tmp_
         broker.remove()
 
 
-def _history_store(store: CommandPostStore) -> dict[str, dict[str, Any]]:
+def test_the_pages_ack_leaves_through_the_receiver_and_the_detail_shows_the_typed_alert(tmp_path: Path) -> None:
+    """One receiver takes the alert (evidence fields the contract does not name kept), the page's detail is made
+    from the typed alert, and the page's Ack goes out through the receiver's ``send_ack`` to the box's acks."""
+    broker = Mosquitto().start()
+    cfg = _cfg(tmp_path, mqtt={"host": "127.0.0.1", "port": broker.port})
+    store = CommandPostStore(cfg.store_path)
+    Users(store).add("gina", "guard", PASSWORD)
+    ingest = Ingest(cfg.mqtt, cfg.client_id, store, lambda _e: None, by=cfg.name)
+    ingest.start()
+    side = _Listener(broker.port, "border/+/+/acks")
+    page = Page(cfg, store, LiveEvents(store, cfg.silent_after_s), ingest.receiver, leaflet_dir(cfg))
+    try:
+        assert wait_for(ingest.receiver.connected.is_set, 10)
+        alert = _alert(evidence=[{"sensor": "cam", "type": "thermal", "ts": iso_ms(time.time()), "label": "person",
+                                  "by": "physics", "px_tall": 9, "height_m": 1.74, "speed_mps": 1.2}])
+        side.publish("border/t/b1/alerts", json.dumps(alert))
+        assert wait_for(lambda: store.alert(alert["alert_id"]) is not None, 10)
+        with TestClient(build_app(page), base_url="http://testserver") as client:
+            _sign_in(client, "gina")
+            detail = client.get(f"/api/alerts/{alert['alert_id']}").json()
+            assert detail["evidence"] == alert["evidence"] and detail["sensors"] == ["cam"]
+            assert detail["types"] == ["thermal"] and detail["zone"] == "Patrol strip"
+            r = client.post(f"/api/alerts/{alert['alert_id']}/ack", json={"note": "patrol 3"},
+                            headers={"x-csrf-token": _csrf(client, "/")})
+            assert r.status_code == 200, r.text
+        assert wait_for(lambda: len(side.messages) == 1, 10)
+        topic, payload = side.messages[0]
+        ack = parse_ack(payload)
+        assert topic == "border/t/b1/acks" and (ack.alert_id, ack.by, ack.note) == (alert["alert_id"], "gina",
+                                                                                    "patrol 3")
+        assert [(a["by"], a["note"]) for a in store.acks_of(alert["alert_id"])] == [("gina", "patrol 3")]
+    finally:
+        side.close()
+        ingest.stop()
+        store.close()
+        broker.remove()
+
+
+def test_the_console_shows_each_typed_alert_state_once_with_its_texts_escaped(tmp_path: Path) -> None:
+    lines: list[str] = []
+    got: list[Alert] = []
+    console = Console(MqttConfig(host="127.0.0.1", port=1), lines.append, AlertCache(tmp_path / "watch.db"),
+                      on_alert=lambda a, _received: got.append(a))
+    alert = _typed(summary="Person\nFAKE line\x1b[2J")
+    for _ in range(2):  # a redelivery is shown once
+        console.take(AlertReceived(alert, time.time()))
+    console.take(BoxStatus("t", "b1", "online", "1.0\x1b[31m", time.time()))
+    console.take(AlertReceived(alert.with_state("acknowledged", alert.ts + 1), time.time()))
+    assert got == [alert, alert.with_state("acknowledged", alert.ts + 1)] and console.duplicates == 1
+    assert " NEW " in lines[0] and "Person\\nFAKE line\\x1b[2J" in lines[0]
+    assert lines[0].endswith(f"({alert.alert_id})") and "Patrol strip" in lines[0] and "thermal" in lines[0]
+    assert lines[1] == "* box t/b1 is online (version 1.0\\x1b[31m)"
+    assert " ACK " in lines[2] and len(lines) == 3
+    assert "\x1b" not in "".join(lines) and "\n" not in "".join(lines)
+
+
+def _history_store(store: CommandPostStore) -> dict[str, Alert]:
     t = time.time()
     alerts = {
-        "old": _alert(severity="low", ts=t - 3 * 86400),
-        "high": _alert(severity="high", ts=t - 60),
-        "crit": _alert(severity="critical", ts=t - 30, box="b2", summary="=HYPERLINK(\"http://x\")"),
-        "closed": _alert(state="closed", severity="medium", ts=t - 10),
+        "old": _typed(severity="low", ts=t - 3 * 86400),
+        "high": _typed(severity="high", ts=t - 60),
+        "crit": _typed(severity="critical", ts=t - 30, box="b2", summary="=HYPERLINK(\"http://x\")"),
+        "closed": _typed(state="closed", severity="medium", ts=t - 10),
     }
     for a in alerts.values():
         store.add_alert(a, t)
@@ -243,7 +309,7 @@ def test_history_filters_and_commanders_export_csv_and_geojson(site: Any) -> Non
     _sign_in(client, "vic")
     page = client.get("/history", params={"severity": "high"})
     assert page.status_code == 200
-    assert alerts["high"]["alert_id"] not in page.text  # ids are not shown, summaries are
+    assert alerts["high"].alert_id not in page.text  # ids are not shown, summaries are
     assert page.text.count("<tr class=") == 2
     assert client.get("/history", params={"format": "csv"}).status_code == 403  # viewers do not export
     bad = client.get("/history", params={"since": "yesterday", "severity": "huge"})
@@ -255,15 +321,15 @@ def test_history_filters_and_commanders_export_csv_and_geojson(site: Any) -> Non
     r = client.get("/history", params={"since": since, "format": "csv"})
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert r.headers["content-type"].startswith("text/csv")
-    assert {row["alert_id"] for row in rows} == {alerts[k]["alert_id"] for k in ("high", "crit", "closed")}
-    crit = next(row for row in rows if row["alert_id"] == alerts["crit"]["alert_id"])
+    assert {row["alert_id"] for row in rows} == {alerts[k].alert_id for k in ("high", "crit", "closed")}
+    crit = next(row for row in rows if row["alert_id"] == alerts["crit"].alert_id)
     assert crit["summary"].startswith("'=")  # a spreadsheet shows it, never runs it
     r = client.get("/history", params={"box": "t/b2", "format": "geojson"})
     fc = r.json()
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 1
     assert fc["features"][0]["geometry"]["coordinates"] == [15.65, 46.55]
     open_only = client.get("/history", params={"state": "open", "format": "csv"}).text
-    assert alerts["closed"]["alert_id"] not in open_only and alerts["old"]["alert_id"] in open_only
+    assert alerts["closed"].alert_id not in open_only and alerts["old"].alert_id in open_only
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

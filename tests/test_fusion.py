@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from edge_agent.config.agent import AgentConfig
-from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema
+from edge_agent.contract.alert import SEVERITIES, Alert, alert_schema, parse_alert
 from edge_agent.contract.ids import new_ulid
 from edge_agent.core.fusion import EvidenceAdded, FusionEngine, FusionResult
 from edge_agent.core.sensorstate import HEALTH_EVENTS, SensorStates, StateChange
@@ -26,6 +26,19 @@ from tests.conftest import ROOT
 from tests.scenes import intrusion_config, scripted_zone_events
 
 VALIDATOR = jsonschema.Draft202012Validator(alert_schema())
+
+
+def on_the_wire(alert: Alert) -> None:
+    """An alert the box built is what the contract says, and the contract's parser reads it back whole: once
+    through the wire (times to the millisecond, places to 7 decimals), the typed alert and its JSON stay put."""
+    VALIDATOR.validate(alert.payload())
+    back = parse_alert(alert.to_json(), alert.site, alert.box)
+    assert back.to_json() == alert.to_json()
+    assert parse_alert(back.to_json(), alert.site, alert.box) == back
+    assert (back.alert_id, back.state, back.kind, back.severity, back.zone, back.summary, back.snapshot) == (
+        alert.alert_id, alert.state, alert.kind, alert.severity, alert.zone, alert.summary, alert.snapshot)
+    assert [(e.sensor, e.type, e.fields) for e in back.evidence] == [(e.sensor, e.type, e.fields)
+                                                                    for e in alert.evidence]
 
 
 def pmdet(sensor: str, seq: int, event: str, level: int = 80, zone: int = 1) -> bytes:
@@ -105,7 +118,7 @@ class Harness:
                 kind, line = item  # type: ignore[misc]
                 (self.metal if kind == "metal" else self.radio).handle(line, ts)
         for a in self.alerts:
-            VALIDATOR.validate(a.payload())
+            on_the_wire(a)
         return self.alerts
 
 
@@ -198,7 +211,7 @@ def test_sensor_faults_are_alerts_and_degrade_dependent_incidents() -> None:
         h.sensor(sensor, "faulty", "no heartbeat for 30 s", t0 + 31)
     assert len([a for a in h.alerts if a.kind == "sensor_fault"]) == 1  # already faulty (tamper)
     for a in h.alerts:
-        VALIDATOR.validate(a.payload())
+        on_the_wire(a)
 
 
 def test_ulids_are_unique_sortable_and_well_formed() -> None:
@@ -223,7 +236,7 @@ def test_a_stalled_camera_and_a_silent_receiver_are_sensor_faults_of_their_kind(
     h.sensor("cam", "online", "", 1_795_435_260.0)
     assert h.alerts[-1].state == "closed" and h.alerts[-1].alert_id == h.alerts[0].alert_id
     for a in h.alerts:
-        VALIDATOR.validate(a.payload())
+        on_the_wire(a)
 
 
 def test_a_radio_emergency_is_an_alert_of_its_own_once_a_minute() -> None:
@@ -237,4 +250,4 @@ def test_a_radio_emergency_is_an_alert_of_its_own_once_a_minute() -> None:
     assert emergencies[0].summary == "Radio emergency from radio PMR-9 on 446.006 MHz, heard by rf-1"
     assert emergencies[0].location == h.receiver  # where it was heard
     for a in h.alerts:
-        VALIDATOR.validate(a.payload())
+        on_the_wire(a)

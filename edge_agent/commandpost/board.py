@@ -1,6 +1,7 @@
 """What the page shows, read from the store: alerts for the board (open first, most severe, newest), one
 alert's detail (states, evidence, acks), boxes with their health, site maps, and history with its filters and
-exports (CSV, GeoJSON). Everything returned is plain JSON data; the page puts every text in as text."""
+exports (CSV, GeoJSON). Everything returned is plain JSON data made from the typed alerts the store keeps; the
+page puts every text in as text."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.commandpost.store import OPEN_STATES, SEV_RANK, CommandPostStore
-from edge_agent.contract.alert import ALERT_STATES, SEVERITIES
+from edge_agent.contract.alert import ALERT_STATES, SEVERITIES, Alert, BadAlert, Evidence, parse_alert
 from edge_agent.contract.ids import IDENT_RE, iso_ms
 
 HISTORY_LIMIT = 5000
@@ -24,27 +25,32 @@ class FilterError(ValueError):
     """A history filter that cannot be used; the message names it."""
 
 
-def sensors_of(payload: dict[str, Any]) -> list[str]:
+def stored_alert(text: str) -> Alert | None:
+    """A stored alert state back as the typed alert (the contract's parser); None for one that parser refuses
+    now (stored by an older command post that checked less): the row's own columns still show it."""
+    try:
+        return parse_alert(text)
+    except BadAlert:
+        return None
+
+
+def sensors_of(evidence: tuple[Evidence, ...]) -> list[str]:
     """The sensors that agree: each evidence's sensor id, in order of first appearance."""
-    seen: list[str] = []
-    for e in payload.get("evidence") or []:
-        s = e.get("sensor") if isinstance(e, dict) else None
-        if isinstance(s, str) and s not in seen:
-            seen.append(s[:64])
-    return seen
+    return list(dict.fromkeys(e.sensor for e in evidence))
 
 
-def alert_row(r: dict[str, Any]) -> dict[str, Any]:
-    """A stored alert as the board shows it."""
-    p = json.loads(r["payload"])
+def alert_row(r: dict[str, Any], alert: Alert | None = None) -> dict[str, Any]:
+    """A stored alert as the board shows it: the row's columns (written from the typed alert, with what this
+    command post adds: first seen, who acknowledged) and the typed alert's evidence and snapshot."""
+    alert = alert or stored_alert(r["payload"])
+    evidence = alert.evidence if alert is not None else ()
     return {"alert_id": r["alert_id"], "site": r["site"], "box": r["box"], "kind": r["kind"],
             "severity": r["severity"], "sev_rank": r["sev_rank"], "state": r["state"], "ts": r["ts"],
             "first_seen": r["first_seen"], "zone": r["zone_name"] or r["zone_id"],
             "zone_id": r["zone_id"], "lat": r["lat"], "lon": r["lon"], "summary": r["summary"] or "",
-            "sensors": sensors_of(p), "types": sorted({e.get("type") for e in p.get("evidence") or []
-                                                      if isinstance(e, dict) and isinstance(e.get("type"), str)}),
+            "sensors": sensors_of(evidence), "types": sorted({e.type for e in evidence}),
             "acked_by": r["acked_by"], "acked_ts": r["acked_ts"], "ack_note": r["ack_note"],
-            "snapshot": bool(p.get("snapshot"))}
+            "snapshot": bool(alert is not None and alert.snapshot)}
 
 
 def board_alerts(store: CommandPostStore, limit: int) -> list[dict[str, Any]]:
@@ -63,9 +69,9 @@ def alert_detail(store: CommandPostStore, alert_id: str) -> dict[str, Any] | Non
     r = store.alert(alert_id)
     if r is None:
         return None
-    p = json.loads(r["payload"])
-    evidence = sorted((e for e in p.get("evidence") or [] if isinstance(e, dict)), key=lambda e: str(e.get("ts")))
-    return {**alert_row(r), "incident_id": r["incident_id"], "evidence": evidence,
+    alert = stored_alert(r["payload"])
+    evidence = sorted(alert.evidence, key=lambda e: e.ts) if alert is not None else []
+    return {**alert_row(r, alert), "incident_id": r["incident_id"], "evidence": [e.payload() for e in evidence],
             "states": [{"state": s["state"], "ts": s["ts"], "received": s["received"]}
                        for s in store.states_of(alert_id)],
             "acks": store.acks_of(alert_id), "has_snapshot": bool(store.has_snapshot([alert_id]))}

@@ -106,7 +106,7 @@ class CommandPost:
         self.store = CommandPostStore(cfg.store_path)
         self.events = LiveEvents(self.store, cfg.silent_after_s)
         self.ingest = Ingest(cfg.mqtt, cfg.client_id, self.store, self.events.publish, by=cfg.name)
-        self.page = Page(cfg, self.store, self.events, self.ingest, leaflet)
+        self.page = Page(cfg, self.store, self.events, self.ingest.receiver, leaflet)
         app = build_app(self.page, on_start=self.ingest.start, on_stop=self.ingest.stop)
         self.sock = bind(cfg)
         self.url = url_of(cfg, self.sock)

@@ -19,8 +19,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from edge_agent.contract.alert import SEVERITIES
-from edge_agent.contract.ids import parse_time
+from edge_agent.contract.alert import SEVERITIES, Alert
 from edge_agent.shared.sqlitetx import write_tx
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -91,35 +90,33 @@ class CommandPostStore:
 
     # -- from the boxes ------------------------------------------------------------------------------------
 
-    def add_alert(self, p: dict[str, Any], received: float) -> Stored:
-        """Store one alert state (a payload ``parse_alert`` accepted)."""
-        ts = parse_time(p["ts"])
-        zone = p.get("zone") or {}
-        loc = p.get("location") or {}
-        text = json.dumps(p, separators=(",", ":"))
+    def add_alert(self, alert: Alert, received: float) -> Stored:
+        """Store one alert state, as the contract's one serialiser writes it."""
+        text = alert.to_json().decode("utf-8")
+        zone_id, zone_name = alert.zone or (None, None)
+        lat, lon = alert.location or (None, None)
         with self.tx():
             cur = self.db.execute("INSERT OR IGNORE INTO alert_states (alert_id, state, ts, received, payload) "
-                                  "VALUES (?, ?, ?, ?, ?)", [p["alert_id"], p["state"], ts, received, text])
+                                  "VALUES (?, ?, ?, ?, ?)", [alert.alert_id, alert.state, alert.ts, received, text])
             if cur.rowcount != 1:
                 return Stored(False, False)
-            row = self.db.execute("SELECT ts, first_seen FROM alerts WHERE alert_id = ?", [p["alert_id"]]).fetchone()
-            if row is not None and row[0] > ts:
+            row = self.db.execute("SELECT ts, first_seen FROM alerts WHERE alert_id = ?", [alert.alert_id]).fetchone()
+            if row is not None and row[0] > alert.ts:
                 return Stored(True, False)
             acked = {}
-            if p["state"] == "acknowledged":
+            if alert.state == "acknowledged":
                 ack = self.db.execute("SELECT by, sent, note FROM acks WHERE alert_id = ? ORDER BY id DESC LIMIT 1",
-                                      [p["alert_id"]]).fetchone()
+                                      [alert.alert_id]).fetchone()
                 if ack is not None:
                     acked = {"acked_by": ack[0], "acked_ts": ack[1], "ack_note": ack[2]}
                 self.db.execute("UPDATE acks SET confirmed = ? WHERE alert_id = ? AND confirmed IS NULL",
-                                [received, p["alert_id"]])
+                                [received, alert.alert_id])
             self.db.table("alerts").upsert({
-                "alert_id": p["alert_id"], "site": p["site"], "box": p["box"], "incident_id": p.get("incident_id"),
-                "kind": p["kind"], "severity": p["severity"], "sev_rank": SEV_RANK[p["severity"]],
-                "state": p["state"], "zone_id": zone.get("id"), "zone_name": zone.get("name"),
-                "lat": loc.get("lat"), "lon": loc.get("lon"), "summary": p.get("summary"), "ts": ts,
-                "first_seen": row[1] if row is not None else received, "updated": received, "payload": text,
-                **acked,
+                "alert_id": alert.alert_id, "site": alert.site, "box": alert.box, "incident_id": alert.incident_id,
+                "kind": alert.kind, "severity": alert.severity, "sev_rank": SEV_RANK[alert.severity],
+                "state": alert.state, "zone_id": zone_id, "zone_name": zone_name, "lat": lat, "lon": lon,
+                "summary": alert.summary, "ts": alert.ts, "first_seen": row[1] if row is not None else received,
+                "updated": received, "payload": text, **acked,
             }, pk="alert_id")
         return Stored(True, True)
 

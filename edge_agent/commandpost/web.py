@@ -41,7 +41,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent.commandpost import board
-from edge_agent.commandpost.ingest import Ingest
+from edge_agent.commandpost.receiver import Receiver
 from edge_agent.commandpost.store import CommandPostStore
 from edge_agent.commandpost.users import User, Users
 from edge_agent.config.commandpost import CommandPostConfig
@@ -173,11 +173,11 @@ class SecurityHeaders:
 
 
 class Page:
-    """The web application around a store, its users, the live events and the MQTT side (for acks)."""
+    """The web application around a store, its users, the live events and the MQTT receiver (for acks)."""
 
-    def __init__(self, cfg: CommandPostConfig, store: CommandPostStore, events: LiveEvents, ingest: Ingest | None,
-                 leaflet_dir: Path) -> None:
-        self.cfg, self.store, self.events, self.ingest = cfg, store, events, ingest
+    def __init__(self, cfg: CommandPostConfig, store: CommandPostStore, events: LiveEvents,
+                 receiver: Receiver | None, leaflet_dir: Path) -> None:
+        self.cfg, self.store, self.events, self.receiver = cfg, store, events, receiver
         self.users = Users(store)
         self.limiter = SignInLimiter()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
@@ -303,7 +303,7 @@ class Page:
                             "zoom": self.cfg.map.zoom, "attribution": self.cfg.map.attribution,
                             "max_zoom": self.max_zoom},
                     "max_alerts": self.cfg.max_alerts_shown, "silent_after_s": self.cfg.silent_after_s,
-                    "broker": self.ingest.connected.is_set() if self.ingest else False}
+                    "broker": self.receiver.connected.is_set() if self.receiver else False}
 
         return JSONResponse(await asyncio.to_thread(read))
 
@@ -342,12 +342,13 @@ class Page:
         row = self.store.alert(alert_id) if ULID_RE.match(alert_id) else None
         if row is None:
             raise HTTPException(404, "no such alert")
-        if self.ingest is None:
+        if self.receiver is None:
             raise HTTPException(503, "no broker connection")
         try:
-            self.ingest.send_ack(row["site"], row["box"], alert_id, u.name, note)
+            self.receiver.send_ack(row["site"], row["box"], alert_id, u.name, note)
         except ConnectionError as exc:
             raise HTTPException(503, str(exc)) from None
+        self.store.ack_sent(alert_id, u.name, note, time.time())
         log.info("%s acknowledged %s (%s/%s)", u.name, alert_id, row["site"], row["box"])
         return JSONResponse({"sent": True, "by": u.name})
 

@@ -1,9 +1,14 @@
-"""One event model: evidence from each sensor kind and alerts, and the one place where an alert becomes the
-contract's payload (``edge-agent/alert@1``) and where a received payload is checked and read back."""
+"""One event model: evidence from each sensor kind and alerts, the one place where an alert becomes the
+contract's payload (``edge-agent/alert@1``), and the one parser that reads a payload back into an ``Alert``:
+one received from a box (untrusted: every field checked, texts cut to what is shown) or the box's own stored
+copy."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
@@ -20,8 +25,18 @@ AlertState = Literal["new", "updated", "acknowledged", "escalated", "closed"]
 SensorType = Literal["thermal", "radio", "metal"]
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 ALERT_STATES: tuple[str, ...] = get_args(AlertState)
+SENSOR_TYPES: tuple[str, ...] = get_args(SensorType)
+EVIDENCE_EVENTS = ("ALARM", "CLEAR", "TAMPER", "FAULT", "HB", "alarm", "clear", "tamper", "fault", "heartbeat")
 MAX_PAYLOAD = 256 * 1024  # an alert with its evidence is a few kB; snapshots travel on their own topic
 MAX_DEPTH = 16  # the contract's alert nests 4 deep
+# what a received alert's texts are cut to: what the page and the console show of them
+TEXT_MAX = 200  # a zone's name, an evidence label or any other evidence text
+SUMMARY_MAX = 1000  # one line a guard reads aloud
+SNAPSHOT_MAX = 300  # a topic: three ids, "snapshots" and a ULID fit in 231
+KEY_MAX = 64  # an evidence field's name
+EVIDENCE_FIELDS_MAX = 64  # fields of one evidence besides sensor, type and ts
+LIST_MAX = 64  # values in a list-valued evidence field the contract does not name
+INT_MAX = 2**53  # larger integers do not survive a browser's JSON
 
 
 def raise_severity(base: Severity, steps: int) -> Severity:
@@ -45,7 +60,7 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One state of one alert, as the box publishes it."""
+    """One state of one alert, as the box publishes it and a command post reads it back (``parse_alert``)."""
 
     alert_id: str
     incident_id: str
@@ -88,18 +103,6 @@ class Alert:
         return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def alert_from_payload(p: dict[str, Any]) -> Alert:
-    """An alert back from its payload (the store's copy, for state changes: acknowledged, escalated)."""
-    evidence = tuple(
-        Evidence(e["sensor"], e["type"], parse_time(e["ts"]),
-                 tuple((k, v) for k, v in e.items() if k not in ("sensor", "type", "ts")))
-        for e in p["evidence"])
-    zone = (p["zone"]["id"], p["zone"]["name"]) if p.get("zone") else None
-    loc = (p["location"]["lat"], p["location"]["lon"]) if p.get("location") else None
-    return Alert(p["alert_id"], p["incident_id"], p["site"], p["box"], parse_time(p["ts"]), p["kind"], p["severity"],
-                 p["state"], zone, loc, evidence, p["summary"], p.get("snapshot"))
-
-
 class BadAlert(ContractError):
     """A received message that is no alert (or status) a command post can show; the message says which field."""
 
@@ -137,51 +140,165 @@ def load_untrusted(payload: bytes) -> Any:
     return data
 
 
-def _field(p: dict[str, Any], key: str, allowed: Any) -> Any:
-    value = p.get(key)
-    if isinstance(allowed, type):
-        ok = isinstance(value, allowed)
-        expected = allowed.__name__
-    elif isinstance(allowed, tuple):
-        ok = isinstance(value, str) and value in allowed
-        expected = "one of " + "|".join(allowed)
-    else:
-        ok = isinstance(value, str) and allowed.match(value) is not None
-        expected = "an id" if allowed is IDENT_RE else "a ULID"
-    if not ok:
-        raise BadAlert(f"{key} must be {expected}, got {one_line(repr(value), 60)}")
+def _shown(value: Any) -> str:
+    """A received value as an error message shows it: its repr, escaped for one line and cut short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return one_line(text, 60)
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadAlert(f"{name} must be an object, got {_shown(value)}")
     return value
 
 
-def parse_alert(payload: bytes, site: str, box: str) -> tuple[dict[str, Any], float]:
-    """An alert received on ``{prefix}/{site}/{box}/alerts``, checked field by field: the payload and its
-    time. ``BadAlert`` says what is wrong."""
-    p = load_untrusted(payload)
-    if not isinstance(p, dict):
-        raise BadAlert(f"not a JSON object but {type(p).__name__}")
-    _field(p, "alert_id", ULID_RE)
-    _field(p, "state", ALERT_STATES)
-    _field(p, "severity", SEVERITIES)
-    _field(p, "kind", ALERT_KINDS)
-    _field(p, "summary", str)
-    for key, topic_value in (("site", site), ("box", box)):
-        if _field(p, key, IDENT_RE) != topic_value:
-            raise BadAlert(f"{key} {p[key]!r} is not the topic's {topic_value!r}")
+def _text(value: Any, name: str, limit: int = TEXT_MAX) -> str:
+    """Text cut to ``limit`` characters (what the page and the console show of it); printed escaped wherever
+    it is shown, so control characters may stay."""
+    if not isinstance(value, str):
+        raise BadAlert(f"{name} must be text, got {_shown(value)}")
+    return value[:limit]
+
+
+def _match(value: Any, name: str, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or pattern.match(value) is None:
+        expected = "an id (1-64 letters, digits, _ and -)" if pattern is IDENT_RE else "a ULID"
+        raise BadAlert(f"{name} must be {expected}, got {_shown(value)}")
+    return value
+
+
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise BadAlert(f"{name} must be one of {'|'.join(allowed)}, got {_shown(value)}")
+    return value
+
+
+def _number(value: Any, name: str, lo: float = -math.inf, hi: float = math.inf) -> int | float:
+    """A finite number from ``lo`` to ``hi``, as received (an integer stays one); integers within what a
+    browser's JSON keeps exact."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi and (
+        abs(value) <= INT_MAX if isinstance(value, int) else math.isfinite(value))
+    if not ok:
+        where = "" if (lo, hi) == (-math.inf, math.inf) else f" from {lo:g} to {hi:g}"
+        raise BadAlert(f"{name} must be a finite number{where}, got {_shown(value)}")
+    return cast(int | float, value)
+
+
+def _time(value: Any, name: str) -> float:
     try:
-        ts = parse_time(p.get("ts"))
-        datetime.fromtimestamp(ts)  # a time a command post can print
+        ts = parse_time(value)
+        datetime.fromtimestamp(ts)  # a time a command post can print in its own zone
     except (ParseError, ValueError, OverflowError, OSError) as exc:
-        raise BadAlert(f"ts: {one_line(exc, 80)}") from None
-    zone = p.get("zone")
-    if zone is not None and not (isinstance(zone, dict) and isinstance(zone.get("name", ""), str)):
-        raise BadAlert("zone must be null or an object with a text name")
-    evidence = p.get("evidence", [])
-    if not isinstance(evidence, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str)
-                                                 for e in evidence):
-        raise BadAlert("evidence must be a list of objects, each with a text type")
-    if p.get("snapshot") is not None and not isinstance(p["snapshot"], str):
-        raise BadAlert("snapshot must be null or a topic")
-    return p, ts
+        raise BadAlert(f"{name}: {one_line(exc, 120)}") from None
+    return ts
+
+
+def _integer(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > INT_MAX:
+        raise BadAlert(f"{name} must be an integer, got {_shown(value)}")
+    return value
+
+
+def _bbox(value: Any, name: str) -> list[int | float]:
+    if not isinstance(value, list) or len(value) != 4:
+        raise BadAlert(f"{name} must be 4 numbers, got {_shown(value)}")
+    return [_number(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def _scalar(value: Any, name: str) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value[:TEXT_MAX]
+    if isinstance(value, int | float):
+        return _number(value, name)
+    raise BadAlert(f"{name} must be null, true, false, a number or text, got {_shown(value)}")
+
+
+def _other(value: Any, name: str) -> Any:
+    """An evidence field the contract does not name (a newer box's): kept, bounded like the rest; a list of
+    plain values at most, as the page shows nothing deeper."""
+    if isinstance(value, list):
+        if len(value) > LIST_MAX:
+            raise BadAlert(f"{name} must be a list of at most {LIST_MAX} values, got {len(value)}")
+        return [_scalar(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return _scalar(value, name)
+
+
+# the evidence fields the schema names, checked as it says; any other field is kept through ``_other``
+_EVIDENCE_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "label": _text,
+    "confidence": lambda v, n: _number(v, n, 0, 1),
+    "track_id": _integer,
+    "bbox": _bbox,
+    "temp_c": _number,
+    "event": lambda v, n: _choice(v, n, EVIDENCE_EVENTS),
+    "level": lambda v, n: _number(v, n, 0, 100),
+    "kind": _text,
+    "freq_hz": _number,
+    "rssi_db": _number,
+    "bearing_deg": lambda v, n: _number(v, n, 0, 360),
+}
+
+
+def _evidence(value: Any, name: str) -> Evidence:
+    e = _object(value, name)
+    sensor = _match(e.get("sensor"), f"{name}.sensor", IDENT_RE)
+    kind = _choice(e.get("type"), f"{name}.type", SENSOR_TYPES)
+    ts = _time(e.get("ts"), f"{name}.ts")
+    fields: list[tuple[str, Any]] = []
+    for key, v in e.items():
+        if key in ("sensor", "type", "ts"):
+            continue
+        if len(fields) == EVIDENCE_FIELDS_MAX:
+            raise BadAlert(f"{name} must have at most {EVIDENCE_FIELDS_MAX} fields, got {len(e) - 3}")
+        if not (0 < len(key) <= KEY_MAX and key.isprintable()):
+            raise BadAlert(f"{name} has a field name that is no name: {_shown(key)}")
+        fields.append((key, _EVIDENCE_FIELDS.get(key, _other)(v, f"{name}.{key}")))
+    return Evidence(sensor, cast(SensorType, kind), ts, tuple(fields))
+
+
+def parse_alert(payload: bytes | str, site: str | None = None, box: str | None = None) -> Alert:
+    """The one way in for an alert: a payload received on ``{prefix}/{site}/{box}/alerts`` (``site`` and
+    ``box`` the topic's, which the alert must name) or a stored copy (no topic to compare), checked field by
+    field and read into the typed ``Alert``; texts are cut to what the page shows. Raises only ``BadAlert``,
+    which names the field and shows the value."""
+    p = _object(load_untrusted(payload.encode("utf-8") if isinstance(payload, str) else payload), "the alert")
+    if p.get("schema") != SCHEMA_ID:
+        raise BadAlert(f"schema must be {SCHEMA_ID!r}, got {_shown(p.get('schema'))}")
+    alert_id = _match(p.get("alert_id"), "alert_id", ULID_RE)
+    incident_id = _match(p.get("incident_id"), "incident_id", ULID_RE)
+    state = _choice(p.get("state"), "state", ALERT_STATES)
+    severity = _choice(p.get("severity"), "severity", SEVERITIES)
+    kind = _choice(p.get("kind"), "kind", ALERT_KINDS)
+    for key, topic_value in (("site", site), ("box", box)):
+        value = _match(p.get(key), key, IDENT_RE)
+        if topic_value is not None and value != topic_value:
+            raise BadAlert(f"{key} {value!r} is not the topic's {topic_value!r}")
+    ts = _time(p.get("ts"), "ts")
+    zone = None
+    if p.get("zone") is not None:
+        z = _object(p["zone"], "zone")
+        zone = (_match(z.get("id"), "zone.id", IDENT_RE), _text(z.get("name"), "zone.name"))
+    location = None
+    if p.get("location") is not None:
+        loc = _object(p["location"], "location")
+        location = (float(_number(loc.get("lat"), "location.lat", -90, 90)),
+                    float(_number(loc.get("lon"), "location.lon", -180, 180)))
+    evidence = p.get("evidence")
+    if not isinstance(evidence, list):
+        raise BadAlert(f"evidence must be a list of objects, got {_shown(evidence)}")
+    summary = _text(p.get("summary"), "summary", SUMMARY_MAX)
+    if not summary:
+        raise BadAlert("summary must be text of at least one character, got ''")
+    snapshot = p.get("snapshot")
+    return Alert(alert_id, incident_id, p["site"], p["box"], ts, cast(AlertKind, kind), cast(Severity, severity),
+                 cast(AlertState, state), zone, location,
+                 tuple(_evidence(e, f"evidence[{i}]") for i, e in enumerate(evidence)), summary,
+                 None if snapshot is None else _text(snapshot, "snapshot", SNAPSHOT_MAX))
 
 
 def alert_schema() -> dict[str, Any]:

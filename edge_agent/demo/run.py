@@ -21,7 +21,7 @@ from edge_agent.commandpost.console import Console
 from edge_agent.config.agent import AgentConfig
 from edge_agent.config.commandpost import CommandPostConfig, ListenConfig
 from edge_agent.config.mqtt import MqttConfig
-from edge_agent.contract.ids import parse_time
+from edge_agent.contract.alert import Alert
 from edge_agent.demo.brokers import LocalBroker, free_port
 from edge_agent.demo.script import Line, script_for
 from edge_agent.runtime.agent import Agent, install_signals
@@ -111,9 +111,9 @@ def run_demo(config: AgentConfig, config_path: Path | None, show: Callable[[str]
     show(f"# incident log: {config.db_path}")
     latencies: list[float] = []
 
-    def on_alert(p: dict[str, Any], received: float) -> None:
-        if p["state"] == "new":
-            latencies.append((received - parse_time(p["ts"])) * 1000.0)
+    def on_alert(alert: Alert, received: float) -> None:
+        if alert.state == "new":
+            latencies.append((received - alert.ts) * 1000.0)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cp = start_command_post(config.mqtt, run_dir, show) if web else None

@@ -3,14 +3,13 @@ snapshots, and the state changes the box makes by itself: acknowledged, escalate
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 from edge_agent.contract.acks import BY_MAX, NOTE_MAX, Ack
-from edge_agent.contract.alert import Alert, alert_from_payload
+from edge_agent.contract.alert import Alert, parse_alert
 from edge_agent.contract.topics import OUTBOX_ALERTS, outbox_snapshot
 from edge_agent.incidents.connection import LogConnection
 from edge_agent.incidents.ledger import Ledger
@@ -30,6 +29,12 @@ class AckResult:
     outcome: AckOutcome
     alert: Alert | None = None
     ack: Ack | None = None
+
+
+def stored_alert(payload: str | bytes) -> Alert:
+    """An ``alerts`` row's payload (the alert's last state, as the box published it) back as the typed alert,
+    through the contract's one parser; ``BadAlert`` for a damaged row."""
+    return parse_alert(payload)
 
 
 def bounded_ack(ack: Ack, received: float) -> Ack:
@@ -63,7 +68,7 @@ class AlertLog:
         known = db.execute("SELECT created, acked, escalated, payload FROM alerts WHERE alert_id = ?",
                            [alert.alert_id]).fetchone()
         if alert.snapshot is None and known is not None:  # later states point at the first state's snapshot
-            earlier = json.loads(known[3]).get("snapshot")
+            earlier = stored_alert(known[3]).snapshot
             if earlier:
                 alert = replace(alert, snapshot=earlier)
         payload = alert.to_json()
@@ -101,12 +106,13 @@ class AlertLog:
         row = self.conn.db.execute("SELECT payload FROM alerts WHERE incident_id = ? AND state != 'closed'",
                                    [incident_id]).fetchone()
         if row is not None:
-            self.queue(alert_from_payload(json.loads(row[0])).with_state("closed", ts), None)
+            self.queue(stored_alert(row[0]).with_state("closed", ts), None)
 
-    def payload(self, alert_id: str) -> dict[str, Any] | None:
+    def alert(self, alert_id: str) -> Alert | None:
+        """The alert's last state as stored, None for an alert the log does not know."""
         with self.conn.lock:
             row = self.conn.db.execute("SELECT payload FROM alerts WHERE alert_id = ?", [alert_id]).fetchone()
-        return json.loads(row[0]) if row else None
+        return stored_alert(row[0]) if row else None
 
     def record_ack(self, ack: Ack, received: float | None = None) -> AckResult:
         """Record an ack from the command post, with its fields bounded (``by`` at most 64 printable characters,
@@ -129,7 +135,7 @@ class AlertLog:
             db.execute("UPDATE incidents SET acked_by = ?, acked_ts = ?, ack_note = ? WHERE id = ?",
                        [ack.by, ack.ts, ack.note, incident_id])
             self.ledger.chain_incident(incident_id)
-            alert = alert_from_payload(json.loads(payload)).with_state("acknowledged", received)
+            alert = stored_alert(payload).with_state("acknowledged", received)
             self.queue(alert, None)
         return AckResult("acknowledged", alert, ack)
 
@@ -142,7 +148,7 @@ class AlertLog:
                 [SEV_RANK["critical"], now - after_s]).fetchall()
         out = []
         for alert_id, payload in rows:
-            alert = alert_from_payload(json.loads(payload)).with_state("escalated", now)
+            alert = stored_alert(payload).with_state("escalated", now)
             with self.conn.tx():
                 self.conn.db.execute("UPDATE alerts SET escalated = 1 WHERE alert_id = ?", [alert_id])
                 self.queue(alert, None)

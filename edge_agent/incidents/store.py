@@ -83,8 +83,9 @@ class IncidentStore:
         with self.conn.tx():
             return self.alerts.queue(alert, snapshot)
 
-    def alert_payload(self, alert_id: str) -> dict[str, Any] | None:
-        return self.alerts.payload(alert_id)
+    def alert(self, alert_id: str) -> Alert | None:
+        """The alert's last state as stored (None for an unknown alert)."""
+        return self.alerts.alert(alert_id)
 
     def acknowledge(self, ack: Ack, received: float | None = None) -> Alert | None:
         """Record an ack from the command post. Returns the alert in state ``acknowledged`` to publish, or None
