@@ -303,9 +303,11 @@ def _sensor_and_clutter(spec: _File, path: Path) -> tuple[Sensor, Clutter, froze
     cam, cl = spec.camera, spec.clutter
     set_keys = {f"camera.{k}" for k in SENSOR_KEYS if k in cam.model_fields_set}
     set_keys |= {f"clutter.{k}" for k in cl.model_fields_set}
-    output = cam.output if "camera.output" in set_keys or spec.preset is None else "gray8"
+    output = cam.output
     if cam.h264 is not None and output != "gray8":
-        raise ScenarioError(f"{path}: camera.h264: H.264 carries 8-bit video; set camera.output: gray8")
+        if "camera.output" in set_keys or spec.preset is None:
+            raise ScenarioError(f"{path}: camera.h264: H.264 carries 8-bit video; set camera.output: gray8")
+        output = "gray8"  # the preset's output, which the stream needs
     h264 = H264(cam.h264.bitrate_kbps, cam.h264.gop) if cam.h264 is not None else None
     sensor = Sensor(netd_mk=cam.netd_mk, fpn_mk=cam.fpn_mk, fpn_drift_mk_per_min=cam.fpn_drift_mk_per_min,
                     ffc_interval_s=cam.ffc_interval_s, blur_px=cam.blur_px, output=output, h264=h264)

@@ -35,10 +35,10 @@ def sensor_and_clutter(scenario: Scenario, realistic: bool | None = None) -> tup
     if not on:
         return scenario.sensor, scenario.clutter
     own = scenario.explicit
-    sensor = replace(REALISTIC_SENSOR, **{f.name: getattr(scenario.sensor, f.name) for f in fields(Sensor)
-                                          if f"camera.{f.name}" in own})
-    if sensor.output != "gray8" and "camera.h264" not in own:
-        sensor = replace(sensor, h264=None)  # the preset's stream is 8-bit: a scene that keeps Y16 keeps it raw
+    keys = {f.name: getattr(scenario.sensor, f.name) for f in fields(Sensor) if f"camera.{f.name}" in own}
+    if keys.get("output", "gray8") != "gray8" and "h264" not in keys:
+        keys["h264"] = None  # the preset's stream is 8-bit: a scene that keeps Y16 keeps it raw
+    sensor = replace(REALISTIC_SENSOR, **keys)
     clutter = replace(REALISTIC_CLUTTER, **{f.name: getattr(scenario.clutter, f.name) for f in fields(Clutter)
                                             if f"clutter.{f.name}" in own})
     return sensor, clutter
