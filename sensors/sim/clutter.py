@@ -94,7 +94,7 @@ class ClutterField:
     def _places(self, spec: Scatter, rng: np.random.Generator) -> list[tuple[float, float]]:
         if spec.at:
             return [(float(x), float(y)) for x, y in spec.at]
-        lo, hi = spec.range_m or (self._near, 300.0)
+        lo, hi = spec.range_m or (self._near, 600.0)
         lo, hi = max(lo, self._near, 1.5), min(hi, 0.98 * self._horizon)
         if hi <= lo:
             return []

@@ -30,7 +30,7 @@ clutter:                         # warm or moving things that are no target; non
     count: 12                    # default 10, placed at random for the seed; or at: [[x, y], ...] from the mast
     size_m: [0.4, 1.6]           # width, drawn between the two; a rock is 0.35-0.75 of it high
     warmer_k: [8, 15]            # above the ground's mean; default by the sun: night 2-5, day 6-12, hot 8-15
-    range_m: [15, 300]           # how far out; default from the nearest ground in view to 300 m
+    range_m: [15, 300]           # how far out; default the nearest ground in view to 600 m (or horizon_m)
   ground_patches: {count: 8, size_m: [2, 10]}      # bare sun-heated soil, flat; warmer_k night 1-2, hot 5-10
   vegetation: {count: 25, size_m: [0.4, 1.8]}      # bushes and grass tufts swaying in the wind; warmer_k 1-6
   cloud_shadows: {coverage: 0.3, size_m: 150, cooling_k: 4}   # cooler ground drifting with the wind; cooling_k

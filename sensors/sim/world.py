@@ -187,7 +187,7 @@ class Scatter:
     count: int = 0
     size_m: tuple[float, float] = (0.5, 1.5)  # width, drawn uniformly between the two
     warmer_k: tuple[float, float] | None = None  # above the ground's mean; None: by the conditions (sun)
-    range_m: tuple[float, float] | None = None  # how far out; None: the nearest ground in view to 300 m
+    range_m: tuple[float, float] | None = None  # how far out; None: the nearest ground in view to 600 m or the horizon
     at: tuple[tuple[float, float], ...] = ()  # ground x, y of each instead of ``count`` random places
 
     def __post_init__(self) -> None:
