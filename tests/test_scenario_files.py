@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, ScenarioError, ThermalScene, load_scenario
 from tests.conftest import ROOT
@@ -27,15 +28,36 @@ def box_of(s: ThermalScene, t: float, actor: int = 1) -> tuple[float, float, flo
 
 
 def test_every_file_of_the_suite_loads_and_renders() -> None:
-    files = sorted(p for p in SUITE.glob("*.yaml") if p.name != "site.yaml")
+    files = sorted(p for p in SUITE.glob("*.yaml") if not p.name.endswith("site.yaml"))
     assert len(files) >= 20
-    kinds = set()
+    kinds, realistic = set(), 0
     for f in files:
         s = ThermalScene.from_url(f"sim://{f.relative_to(ROOT)}")  # relative to the working directory
         counts, _ = s.render(s.frame_count // 2)
-        assert counts.dtype == np.uint16 and counts.shape == (480, 640)
+        assert counts.dtype == (np.uint8 if s.sensor.output == "gray8" else np.uint16) and counts.shape == (480, 640)
         kinds |= {a.gait or a.kind for a in s.scenario.actors}
+        realistic += s.scenario.preset == "realistic"
     assert kinds >= {"walking", "running", "crawling", "dog", "sheep", "cow", "deer", "bird", "car", "truck"}
+    assert realistic >= 20  # the far-sight scenes and the realistic- variants
+
+
+def test_the_far_scenes_are_in_view_of_their_site_and_as_small_as_their_files_say() -> None:
+    site = yaml.safe_load((SUITE / "far-site.yaml").read_text())
+    points = site["cameras"][0]["calibration"]["points"]
+    for f in sorted(SUITE.glob("far-people-*.yaml")):
+        s = ThermalScene.from_url(f"sim://{f}?realistic=0&fps=2")
+        assert (s.camera.height_m, s.camera.tilt_deg) == (10.0, 3.0), f.name
+        for p in points:  # the site's calibration is this mount's own projection
+            lat, lon = p["latlon"]
+            u, v = s.camera.project(*(np.array([c]) for c in (*s.scenario.xy_of(lat, lon), 0.0)))
+            assert (u[0], v[0]) == pytest.approx(p["pixel"], abs=0.05), (f.name, p)  # latlon has 7 decimals
+        metres = int(f.stem.split("-")[-1].removesuffix("m"))
+        seen = [o for i in range(s.frame_count) for o in s.render(i)[1]]
+        assert seen and all(80 <= o.ground_xy[1] <= 600 and -4 <= o.ground_xy[0] <= 4 for o in seen
+                            if o.foot_px[0] == pytest.approx(320, abs=1)), f.name  # crosses the corridor
+        if "crawl" not in f.name and "run" not in f.name and "group" not in f.name:
+            tall = f"{1.75 * s.camera.px_per_m(metres):.1f} px tall"
+            assert tall in f.read_text(), (f.name, tall)
 
 
 @pytest.mark.parametrize(("text", "where"), [
