@@ -6,7 +6,8 @@ sensor's noise, drift, blur, 8-bit gain control and H.264 (``sensor``, ``stream`
 (``clutter``). Only a ``sim://`` source imports it: the camera reader finds it through its scheme registry."""
 
 from sensors.sim.files import ScenarioError, load_scenario
-from sensors.sim.render import SimParams, ThermalScene
+from sensors.sim.params import SimParams
+from sensors.sim.render import ThermalScene
 from sensors.sim.scenes import SCENARIOS
 from sensors.sim.world import (
     COUNTS_PER_K,
