@@ -17,8 +17,9 @@ from edge_agent.cli import build_parser
 from tests.house import ROOT, circles, graph, imports, module_name, sources, within
 
 LIBRARIES = ("sensors", "detectors", "geofences")
-# What each subpackage of edge_agent may import of edge_agent (itself always, and the package root's ``__version__``). A frame's
-# trip goes down these floors: perception -> core -> incidents (the outbox) -> delivery; none imports one above it.
+# What each subpackage of edge_agent may import of edge_agent (itself always, and the package root's
+# ``__version__``). A frame's trip goes down these floors: perception -> core -> incidents (the outbox) ->
+# delivery; none imports one above it.
 ALLOWED = {
     "edge_agent.contract": (),
     "edge_agent.config": ("edge_agent.paths",),
