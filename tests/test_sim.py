@@ -111,9 +111,11 @@ def test_realistic_on_a_named_scene_is_as_hard_as_the_field_and_the_same_for_a_s
     scene = ThermalScene.from_url("sim://walkers?realistic=1&seed=2")
     again = ThermalScene.from_url("sim://walkers?realistic=1&seed=2")
     plain = ThermalScene.from_url("sim://walkers?seed=2")
+    camera = ThermalScene.from_url("sim://walkers?realistic=1&seed=2")  # skips the truth, and its masks
     for i in (0, 1, 2, 150):
         (image, truth), (same, same_truth) = scene.render(i), again.render(i)
         assert image.dtype == np.uint8 and np.array_equal(image, same) and truth == same_truth
+        assert np.array_equal(camera.render(i, truth=False)[0], image)
         # clutter never enters the truth: the same people, the same figures (a rock may hide part of one)
         assert [(t.track_id, t.full_bbox) for t in truth] == [(t.track_id, t.full_bbox) for t in plain.render(i)[1]]
     assert {c.kind for c in scene.clutter} == {"hot rock", "ground patch", "vegetation"}
