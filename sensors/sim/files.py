@@ -20,7 +20,7 @@ camera:                          # the mount; every key optional (defaults: 5 m,
                                  # gain control, which jumps when something hot enters or leaves the view
   h264: {bitrate_kbps: 1000, gop: 20}   # gray8 frames through a real H.264 encode and decode (default: none)
 conditions: day                  # day | night | cold | hot: the air's and the ground's temperature, and the sun
-ambient_c: 8                     # overrides of the preset
+ambient_c: 8                     # overrides of the conditions
 ground_c: 10
 horizon_m: 400                   # the flat ground ends here and the sky begins (default 400 m)
 clutter:                         # warm or moving things that are no target; none by default, never in the truth
@@ -29,10 +29,12 @@ clutter:                         # warm or moving things that are no target; non
   hot_rocks:                     # sun-heated rocks: they stand (and hide what is behind them) and never move
     count: 12                    # default 10, placed at random for the seed; or at: [[x, y], ...] from the mast
     size_m: [0.4, 1.6]           # width, drawn between the two; a rock is 0.35-0.75 of it high
-    warmer_k: [8, 15]            # above the ground's mean; default by the sun: night 2-5, day 6-12, hot 8-15
+    warmer_k: [8, 15]            # above the ground's mean; default by the sun: night 2-5, day 6.2-12, hot 8-15
     range_m: [15, 300]           # how far out; default the nearest ground in view to 600 m (or horizon_m)
-  ground_patches: {count: 8, size_m: [2, 10]}      # bare sun-heated soil, flat; warmer_k night 1-2, hot 5-10
-  vegetation: {count: 25, size_m: [0.4, 1.8]}      # bushes and grass tufts swaying in the wind; warmer_k 1-6
+  ground_patches: {count: 8, size_m: [2, 10]}      # bare sun-heated soil, flat; the same keys as hot_rocks,
+                                 # warmer_k night 1-2, day 3.8-7.6, hot 5-10 (size_m default [2, 10])
+  vegetation: {count: 25, size_m: [0.4, 1.8]}      # bushes and grass tufts swaying in the wind and gusts;
+                                 # warmer_k night 1-2, day 2.4-4.8, hot 3-6 (size_m default [0.4, 1.8])
   cloud_shadows: {coverage: 0.3, size_m: 150, cooling_k: 4}   # cooler ground drifting with the wind; cooling_k
                                  # default by the sun: night 0 (no shadows), day 2.8, hot 4
 weather: {fog_visibility_m: 80, rain: 0.5, shimmer_px: 1.5, shake_px: 4}   # every key optional, default off
@@ -59,9 +61,11 @@ the stop and whose first waypoint is beside the car. Errors name the file and th
 
 ``preset: realistic`` (or ``?realistic=1`` on any ``sim://`` URL, named scenes too) sets the camera keys as above
 (netd 80 mK, fpn 40 mK drifting 30 mK/min, FFC every 120 s, blur 1.1 px, gray8, H.264 1000 kbit/s GOP 20) and the
-clutter as above (wind 4 m/s towards 75 deg, 12 rocks, 8 patches, 25 bushes, 30 % cloud cover); a camera key or a
-clutter block the file sets replaces the preset's (``h264`` goes with ``gray8``: a file that keeps ``output: y16``
-under the preset gets no H.264). Through H.264 a frame depends on the frames before it in its GOP.
+clutter as above (wind 4 m/s towards 75 deg, 12 rocks, 8 patches, 25 bushes, 30 % cloud cover, sizes and warmth
+their defaults); a camera key or a clutter key the file sets replaces the preset's (``vegetation: null`` takes the
+preset's bushes away; ``h264`` goes with ``gray8``: a file that keeps ``output: y16`` under the preset gets no
+H.264), and ``?realistic=0`` turns a file's preset off. Through H.264 a frame depends on the frames before it in
+its GOP; the clutter's placing depends on the URL's seed, like the ground's texture.
 """
 
 from __future__ import annotations
