@@ -110,7 +110,7 @@ def band_of(distance_m: float) -> str | None:
 
 
 def scene_urls(only: str) -> list[str]:
-    files = sorted(p for p in SUITE.glob(f"{only}.yaml") if p.name != "site.yaml")
+    files = sorted(p for p in SUITE.glob(f"{only}.yaml") if not p.name.endswith("site.yaml"))
     named = [u for u in NAMED if Path(u.removeprefix("sim://")).match(only)]
     return [f"sim://{p}" for p in files] + named
 

@@ -7,6 +7,7 @@ import pytest
 
 from sensors.frames import ThermalFrame
 from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, SimParams, ThermalScene
+from sensors.sim.capture import SimCapture
 
 
 def _celsius(counts: np.ndarray) -> np.ndarray:
@@ -77,6 +78,7 @@ def test_ground_truth_ids_and_frame_for_the_detector() -> None:
     ("sim://border?fps=abc", "bad value 'abc' for 'fps'"),
     ("sim://border?colour=red", "unknown option 'colour'"),
     ("file://border", "not a synthetic scene URL"),
+    ("sim://border?realistic=maybe", "bad value 'maybe' for 'realistic'"),
 ])
 def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -103,3 +105,31 @@ def test_a_camera_that_skips_the_truth_gets_the_same_frames(name: str) -> None:
             assert 0.0 < t.visible <= 1.0
         seen += len(truth)
     assert seen > 0
+
+
+def test_realistic_on_a_named_scene_is_as_hard_as_the_field_and_the_same_for_a_seed() -> None:
+    scene = ThermalScene.from_url("sim://walkers?realistic=1&seed=2")
+    again = ThermalScene.from_url("sim://walkers?realistic=1&seed=2")
+    plain = ThermalScene.from_url("sim://walkers?seed=2")
+    camera = ThermalScene.from_url("sim://walkers?realistic=1&seed=2")  # skips the truth, and its masks
+    for i in (0, 1, 2, 150):
+        (image, truth), (same, same_truth) = scene.render(i), again.render(i)
+        assert image.dtype == np.uint8 and np.array_equal(image, same) and truth == same_truth
+        assert np.array_equal(camera.render(i, truth=False)[0], image)
+        # clutter never enters the truth: the same people, the same figures (a rock may hide part of one)
+        assert [(t.track_id, t.full_bbox) for t in truth] == [(t.track_id, t.full_bbox) for t in plain.render(i)[1]]
+    assert {c.kind for c in scene.clutter} == {"hot rock", "ground patch", "vegetation"}
+    assert scene.sensor.output == "gray8" and scene.sensor.h264 is not None
+    noisy = ThermalScene.from_url("sim://quiet?realistic=1&noise_k=0.3")
+    assert noisy.sensor.netd_mk == pytest.approx(300.0)  # the URL's noise wins over the preset's
+
+
+def test_a_realistic_camera_streams_8_bit_frames_in_order() -> None:
+    capture = SimCapture("sim://crossing?realistic=1&frames=25", loop=False)
+    scene = ThermalScene.from_url("sim://crossing?realistic=1&frames=25")
+    for i in range(25):
+        ok, image = capture.read()
+        assert ok and image is not None and image.dtype == np.uint8
+        if i in (0, 21, 24):  # the same frames as rendered on their own (from the GOP's key frame)
+            assert np.array_equal(image, scene.render(i)[0])
+    assert capture.read() == (False, None)

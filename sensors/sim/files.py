@@ -4,15 +4,39 @@
 name: crawler-30m                # default: the file's stem
 duration_s: 30
 fps: 10                          # default 10; a URL's fps= wins
+preset: realistic                # what a camera on a real mast sees (below); the keys a file sets win over it
 camera:                          # the mount; every key optional (defaults: 5 m, 8 deg, 40 deg lens, 640x480)
   height_m: 5.0
   tilt_deg: 8.0
   hfov_deg: 40.0
   resolution: [640, 480]
   latlon: [46.55, 15.65]         # the mast (ground x 0, y 0); the camera looks north
-conditions: day                  # day | night | cold | hot: the air's and the ground's temperature
-ambient_c: 8                     # overrides of the preset
+  netd_mk: 80                    # temporal noise, mK one sigma (a URL's noise_k=, in K, wins)
+  fpn_mk: 48                     # fixed-pattern noise left by calibration, mK; default 0.6 of netd_mk
+  fpn_drift_mk_per_min: 30       # the pattern drifts as the core warms (default 0: it never does) ...
+  ffc_interval_s: 120            # ... until the shutter's flat-field correction resets it (default 180 s)
+  blur_px: 1.1                   # the optics' blur, Gaussian sigma in pixels (default 0.8; 0: none)
+  output: gray8                  # y16 (default): 16-bit counts, 0.01 K each | gray8: the camera's own 8-bit
+                                 # gain control, which jumps when something hot enters or leaves the view
+  h264: {bitrate_kbps: 1000, gop: 20}   # gray8 frames through a real H.264 encode and decode (default: none)
+conditions: day                  # day | night | cold | hot: the air's and the ground's temperature, and the sun
+ambient_c: 8                     # overrides of the conditions
 ground_c: 10
+horizon_m: 400                   # the flat ground ends here and the sky begins (default 400 m)
+clutter:                         # warm or moving things that are no target; none by default, never in the truth
+  wind_mps: 4                    # sways vegetation, drives cloud shadows (default 3)
+  wind_toward_deg: 90            # compass bearing the wind blows to: 0 away from the camera, 90 east (default)
+  hot_rocks:                     # sun-heated rocks: they stand (and hide what is behind them) and never move
+    count: 12                    # default 10, placed at random for the seed; or at: [[x, y], ...] from the mast
+    size_m: [0.4, 1.6]           # width, drawn between the two; a rock is 0.35-0.75 of it high
+    warmer_k: [8, 15]            # above the ground's mean; default by the sun: night 2-5, day 6.2-12, hot 8-15
+    range_m: [15, 300]           # how far out; default the nearest ground in view to 600 m (or horizon_m)
+  ground_patches: {count: 8, size_m: [2, 10]}      # bare sun-heated soil, flat; the same keys as hot_rocks,
+                                 # warmer_k night 1-2, day 3.8-7.6, hot 5-10 (size_m default [2, 10])
+  vegetation: {count: 25, size_m: [0.4, 1.8]}      # bushes and grass tufts swaying in the wind and gusts;
+                                 # warmer_k night 1-2, day 2.4-4.8, hot 3-6 (size_m default [0.4, 1.8])
+  cloud_shadows: {coverage: 0.3, size_m: 150, cooling_k: 4}   # cooler ground drifting with the wind; cooling_k
+                                 # default by the sun: night 0 (no shadows), day 2.8, hot 4
 weather: {fog_visibility_m: 80, rain: 0.5, shimmer_px: 1.5, shake_px: 4}   # every key optional, default off
 fence: true                      # the fence line at fence_y (default 42 m out); track_y: the warm dirt track
 occluders: [{x: -1, y: 33, width_m: 2.4, height_m: 0.9}]
@@ -34,6 +58,14 @@ actors:
 
 A car that stops and lets someone out is two actors: a car whose path waits, and a person whose ``start_s`` is
 the stop and whose first waypoint is beside the car. Errors name the file and the key: ``actors[2].waypoints[1]``.
+
+``preset: realistic`` (or ``?realistic=1`` on any ``sim://`` URL, named scenes too) sets the camera keys as above
+(netd 80 mK, fpn 40 mK drifting 30 mK/min, FFC every 120 s, blur 1.1 px, gray8, H.264 1000 kbit/s GOP 20) and the
+clutter as above (wind 4 m/s towards 75 deg, 12 rocks, 8 patches, 25 bushes, 30 % cloud cover, sizes and warmth
+their defaults); a camera key or a clutter key the file sets replaces the preset's (``vegetation: null`` takes the
+preset's bushes away; ``h264`` goes with ``gray8``: a file that keeps ``output: y16`` under the preset gets no
+H.264), and ``?realistic=0`` turns a file's preset off. Through H.264 a frame depends on the frames before it in
+its GOP; the clutter's placing depends on the URL's seed, like the ground's texture.
 """
 
 from __future__ import annotations
@@ -43,9 +75,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sensors.sim.world import SIM_ORIGIN, Actor, CameraModel, Label, Occluder, Scenario, Weather
+from sensors.sim.world import (
+    H264,
+    SIM_ORIGIN,
+    Actor,
+    CameraModel,
+    CloudShadows,
+    Clutter,
+    Label,
+    Occluder,
+    Scatter,
+    Scenario,
+    Sensor,
+    Weather,
+)
 
 MAX_FILE_BYTES = 1_000_000
 MAX_ACTORS = 200
@@ -79,12 +124,73 @@ class _At(_Strict):
     wait_s: Number = Field(0.0, ge=0, le=3600)
 
 
+class _H264(_Strict):
+    bitrate_kbps: Number = Field(1000.0, ge=20, le=100_000)
+    gop: int = Field(20, ge=1, le=600)
+
+
 class _Camera(_Strict):
     height_m: Number = Field(5.0, gt=0.5, le=100)
     tilt_deg: Number = Field(8.0, ge=-10, le=80)
     hfov_deg: Number = Field(40.0, gt=2, lt=170)
     resolution: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=64, le=4096)]] = (640, 480)
     latlon: XY = SIM_ORIGIN
+    netd_mk: Number = Field(80.0, ge=0, le=2000)
+    fpn_mk: Number | None = Field(None, ge=0, le=5000)
+    fpn_drift_mk_per_min: Number = Field(0.0, ge=0, le=5000)
+    ffc_interval_s: Number = Field(180.0, ge=1, le=3600)
+    blur_px: Number = Field(0.8, ge=0, le=10)
+    output: Literal["y16", "gray8"] = "y16"
+    h264: _H264 | None = None
+
+
+SENSOR_KEYS = ("netd_mk", "fpn_mk", "fpn_drift_mk_per_min", "ffc_interval_s", "blur_px", "output", "h264")
+Span = tuple[Number, Number]
+
+
+class _Scatter(_Strict):
+    count: int = Field(10, ge=0, le=500)
+    at: list[XY] | None = Field(None, max_length=500)
+    size_m: Span = (0.5, 1.5)
+    warmer_k: Span | None = None
+    range_m: Span | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Scatter:
+        for key in ("size_m", "warmer_k", "range_m"):
+            span = getattr(self, key)
+            if span is not None and not span[0] <= span[1]:
+                raise ValueError(f"{key} is [low, high] with low <= high, got {list(span)}")
+        if not 0 < self.size_m[0] <= 50 or (self.range_m is not None and self.range_m[0] <= 1):
+            raise ValueError(f"sizes are 0-50 m and range_m starts beyond 1 m, got size_m {list(self.size_m)}")
+        return self
+
+
+class _Rocks(_Scatter):
+    size_m: Span = (0.4, 1.6)
+
+
+class _Patches(_Scatter):
+    size_m: Span = (2.0, 10.0)
+
+
+class _Vegetation(_Scatter):
+    size_m: Span = (0.4, 1.8)
+
+
+class _Clouds(_Strict):
+    coverage: Number = Field(0.3, ge=0, le=1)
+    size_m: Number = Field(150.0, ge=10, le=5000)
+    cooling_k: Number | None = Field(None, ge=0, le=30)
+
+
+class _Clutter(_Strict):
+    wind_mps: Number = Field(3.0, ge=0, le=40)
+    wind_toward_deg: Number = Field(90.0, ge=-360, le=360)
+    hot_rocks: _Rocks | None = None
+    ground_patches: _Patches | None = None
+    vegetation: _Vegetation | None = None
+    cloud_shadows: _Clouds | None = None
 
 
 class _Weather(_Strict):
@@ -127,6 +233,9 @@ class _File(_Strict):
     fence: bool = True
     fence_y: Number = Field(42.0, gt=1)
     track_y: Number = Field(24.0, gt=1)
+    horizon_m: Number = Field(400.0, ge=50, le=20_000)
+    preset: Literal["realistic"] | None = None
+    clutter: _Clutter = Field(default_factory=_Clutter)
     occluders: list[_Occluder] = Field(default_factory=list, max_length=200)
     actors: list[_Actor] = Field(default_factory=list, max_length=MAX_ACTORS)
 
@@ -172,10 +281,12 @@ def _scenario(spec: _File, path: Path) -> Scenario:
     w, h = spec.camera.resolution
     camera = CameraModel(width=w, height=h, hfov_deg=spec.camera.hfov_deg, height_m=spec.camera.height_m,
                          tilt_deg=spec.camera.tilt_deg)
+    sensor, clutter, explicit = _sensor_and_clutter(spec, path)
     scenario = Scenario(name=spec.name or path.stem, duration_s=spec.duration_s, actors=(), ambient_c=air,
                         fence_y=spec.fence_y, track_y=spec.track_y, ground_c=ground, camera=camera,
                         mast=spec.camera.latlon, weather=Weather(**spec.weather.model_dump()), fence=spec.fence,
-                        fps=spec.fps)
+                        fps=spec.fps, conditions=spec.conditions, horizon_m=spec.horizon_m, sensor=sensor,
+                        clutter=clutter, preset=spec.preset, explicit=explicit)
     actors: list[Actor] = []
     for i, a in enumerate(spec.actors):
         points = [_xy(scenario, wp) for wp in a.waypoints]
@@ -189,6 +300,34 @@ def _scenario(spec: _File, path: Path) -> Scenario:
                        "occluders": tuple(Occluder(o.x, o.y, o.width_m, o.height_m,
                                                    o.temp_c if o.temp_c is not None else air - 2.0)
                                           for o in spec.occluders)})
+
+
+def _sensor_and_clutter(spec: _File, path: Path) -> tuple[Sensor, Clutter, frozenset[str]]:
+    """The file's own camera and clutter keys (what it sets wins over a preset, so the set keys are kept too)."""
+    cam, cl = spec.camera, spec.clutter
+    set_keys = {f"camera.{k}" for k in SENSOR_KEYS if k in cam.model_fields_set}
+    set_keys |= {f"clutter.{k}" for k in cl.model_fields_set}
+    output = cam.output
+    if cam.h264 is not None and output != "gray8":
+        if "camera.output" in set_keys or spec.preset is None:
+            raise ScenarioError(f"{path}: camera.h264: H.264 carries 8-bit video; set camera.output: gray8")
+        output = "gray8"  # the preset's output, which the stream needs
+    h264 = H264(cam.h264.bitrate_kbps, cam.h264.gop) if cam.h264 is not None else None
+    sensor = Sensor(netd_mk=cam.netd_mk, fpn_mk=cam.fpn_mk, fpn_drift_mk_per_min=cam.fpn_drift_mk_per_min,
+                    ffc_interval_s=cam.ffc_interval_s, blur_px=cam.blur_px, output=output, h264=h264)
+
+    def scatter(s: _Scatter | None) -> Scatter | None:
+        if s is None:
+            return None
+        return Scatter(count=len(s.at) if s.at is not None else s.count, size_m=s.size_m, warmer_k=s.warmer_k,
+                       range_m=s.range_m, at=tuple(s.at or ()))
+
+    clouds = cl.cloud_shadows
+    clutter = Clutter(wind_mps=cl.wind_mps, wind_toward_deg=cl.wind_toward_deg, hot_rocks=scatter(cl.hot_rocks),
+                      ground_patches=scatter(cl.ground_patches), vegetation=scatter(cl.vegetation),
+                      cloud_shadows=None if clouds is None else CloudShadows(clouds.coverage, clouds.size_m,
+                                                                             clouds.cooling_k))
+    return sensor, clutter, frozenset(set_keys)
 
 
 def _xy(scenario: Scenario, wp: XY | _At) -> tuple[float, float]:

@@ -1,6 +1,7 @@
-"""The synthetic world a simulated thermal camera looks at: the camera's mount, the actors and their scripted
-paths, rocks and bushes, the weather, and what is really in each frame (the truth the scoring reads). Plain values,
-shared by the renderer, the drawing and the scenario files."""
+"""The synthetic world a simulated thermal camera looks at: the camera's mount and its sensor's faults, the actors
+and their scripted paths, rocks and bushes, the clutter that is no target (sun-heated rocks and ground, swaying
+vegetation, cloud shadows), the weather, and what is really in each frame (the truth the scoring reads). Plain
+values, shared by the renderer, the drawing and the scenario files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Literal
 import numpy as np
 
 Label = Literal["person", "vehicle", "animal"]
+Conditions = Literal["day", "night", "cold", "hot"]
+Output = Literal["y16", "gray8"]
+ClutterKind = Literal["hot rock", "ground patch", "vegetation", "cloud shadow"]
 
 KELVIN = 273.15
 COUNTS_PER_K = 100.0  # TLinear 0.01 K/count
@@ -143,6 +147,94 @@ class Weather:
 
 
 @dataclass(frozen=True, slots=True)
+class H264:
+    """The camera's video encoder: a bit rate at the scene's frame rate and a key frame every ``gop`` frames."""
+
+    bitrate_kbps: float = 1000.0
+    gop: int = 20
+
+    def __post_init__(self) -> None:
+        if not self.bitrate_kbps > 0 or self.gop < 1:
+            raise ValueError(f"h264: need bitrate_kbps > 0 and gop >= 1, got {self.bitrate_kbps}, {self.gop}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sensor:
+    """What the camera's core, optics and electronics do to the picture. The defaults are the simulator's
+    sensor before these keys existed: 80 mK of temporal noise, a fixed pattern 0.6 of it, a 0.8 px blur, Y16."""
+
+    netd_mk: float = 80.0  # temporal noise, one sigma, per frame
+    fpn_mk: float | None = None  # fixed-pattern noise left by the factory calibration; None: 0.6 of netd_mk
+    fpn_drift_mk_per_min: float = 0.0  # how fast non-uniformity grows between flat-field corrections
+    ffc_interval_s: float = 180.0  # the shutter closes this often and the drift starts again from nothing
+    blur_px: float = 0.8  # the optics' point spread: Gaussian sigma in pixels (0: none)
+    output: Output = "y16"  # gray8: the camera's own 8-bit gain control, as most cameras stream
+    h264: H264 | None = None  # gray8 frames through a real H.264 encode and decode
+
+    def __post_init__(self) -> None:
+        if min(self.netd_mk, self.fpn_mk or 0.0, self.fpn_drift_mk_per_min, self.blur_px) < 0:
+            raise ValueError(f"sensor: noise, drift and blur must be >= 0, got {self}")
+        if not self.ffc_interval_s > 0:
+            raise ValueError(f"sensor: ffc_interval_s must be > 0, got {self.ffc_interval_s}")
+        if self.h264 is not None and self.output != "gray8":
+            raise ValueError(f"sensor: H.264 carries 8-bit video: output must be gray8, got {self.output}")
+
+
+@dataclass(frozen=True, slots=True)
+class Scatter:
+    """Clutter strewn over the view: rocks, bare patches or bushes, how big, how much warmer than the ground."""
+
+    count: int = 0
+    size_m: tuple[float, float] = (0.5, 1.5)  # width, drawn uniformly between the two
+    warmer_k: tuple[float, float] | None = None  # above the ground's mean; None: by the conditions (sun)
+    range_m: tuple[float, float] | None = None  # how far out; None: the nearest ground in view to 600 m or the horizon
+    at: tuple[tuple[float, float], ...] = ()  # ground x, y of each instead of ``count`` random places
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in (("size_m", self.size_m), ("warmer_k", self.warmer_k or (0.0, 0.0)),
+                               ("range_m", self.range_m or (1.0, 1.0))):
+            if lo > hi:
+                raise ValueError(f"{name}: [low, high] with low <= high, got {[lo, hi]}")
+        if self.count < 0 or self.size_m[0] <= 0:
+            raise ValueError(f"count >= 0 and sizes > 0, got {self.count}, {self.size_m}")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudShadows:
+    """Shadows of clouds drifting over the ground with the wind: soft patches of cooler ground."""
+
+    coverage: float = 0.3  # fraction of the ground in shadow
+    size_m: float = 150.0  # a cloud's typical size
+    cooling_k: float | None = None  # how much cooler shaded ground gets; None: by the conditions (sun)
+
+
+@dataclass(frozen=True, slots=True)
+class Clutter:
+    """What is warm or moves but is no target. Off by default."""
+
+    wind_mps: float = 3.0  # sways vegetation; clouds drift at this speed
+    wind_toward_deg: float = 90.0  # the way the wind blows, a compass bearing: 0 away from the camera, 90 east
+    hot_rocks: Scatter | None = None
+    ground_patches: Scatter | None = None
+    vegetation: Scatter | None = None
+    cloud_shadows: CloudShadows | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClutterThing:
+    """One placed piece of clutter, for a scorer to blame a nuisance alert on: where it is and how it looks
+    (its pixel box without weather; vegetation sways a little around it)."""
+
+    kind: ClutterKind
+    x: float
+    y: float
+    width_m: float
+    height_m: float  # 0 for flat things on the ground
+    temp_c: float
+    bbox: tuple[float, float, float, float]  # x1 y1 x2 y2 pixels
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     duration_s: float
@@ -157,6 +249,13 @@ class Scenario:
     weather: Weather = field(default_factory=Weather)
     fence: bool = True
     fps: float | None = None  # the scene's own frame rate; None: 10 (a URL's fps= wins)
+    conditions: Conditions = "day"  # how much sun there is: how warm clutter gets, whether clouds cast shadows
+    horizon_m: float = 400.0  # the flat ground ends here; beyond it the picture shows sky
+    sensor: Sensor = field(default_factory=Sensor)
+    clutter: Clutter = field(default_factory=Clutter)
+    preset: Literal["realistic"] | None = None  # the sensor and clutter a field camera sees (see ``presets``)
+    explicit: frozenset[str] = frozenset()  # the keys the scene sets itself ("camera.netd_mk", "clutter.vegetation"):
+    # they win over the preset
 
     def latlon_of(self, x: float, y: float) -> tuple[float, float]:
         """Ground metres (x east, y north of the mast) to lat/lon."""
