@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sensors.frames import ThermalFrame
-from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, SimParams, ThermalScene
+from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, CameraModel, SimParams, ThermalScene
 from sensors.sim.capture import SimCapture
 
 
@@ -133,3 +133,22 @@ def test_a_realistic_camera_streams_8_bit_frames_in_order() -> None:
         if i in (0, 21, 24):  # the same frames as rendered on their own (from the GOP's key frame)
             assert np.array_equal(image, scene.render(i)[0])
     assert capture.read() == (False, None)
+
+
+# -- small figures drawn as a camera integrates them (sensors/sim/figure.py) -----------------------------------------
+
+
+def test_a_window_of_the_camera_is_its_frame_at_a_finer_scale() -> None:
+    cam = CameraModel(height_m=10.0, tilt_deg=3.0)
+    x, y, z = np.array([-3.0, 0.0, 2.5]), np.array([40.0, 300.0, 120.0]), np.array([0.0, 1.75, 0.3])
+    u, v = cam.project(x, y, z)
+    win = cam.window(300, 200, 8)
+    wu, wv = win.project(x, y, z)
+    # frame pixel c (centred on c, spanning c - 0.5 .. c + 0.5) is the window's sub-pixels 8 (c - 300) + 0..7
+    assert wu == pytest.approx((u - 300 + 0.5) * 8 - 0.5) and wv == pytest.approx((v - 200 + 0.5) * 8 - 0.5)
+    assert win.px_per_m(300.0) == pytest.approx(8 * cam.px_per_m(300.0))
+    gx, gy = win.ground_at(wu[:1], wv[:1])  # a ground point comes back from the window's sub-pixels
+    assert (gx[0], gy[0]) == pytest.approx((-3.0, 40.0))
+    assert not cam.is_window and win.is_window
+    with pytest.raises(ValueError, match="this is one already"):
+        win.window(0, 0, 4)

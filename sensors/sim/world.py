@@ -6,7 +6,7 @@ values, shared by the renderer, the drawing and the scenario files."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -26,13 +26,34 @@ SIM_ORIGIN = (46.55, 15.65)  # lat/lon of the camera mast (ground x = 0, y = 0) 
 
 @dataclass(frozen=True, slots=True)
 class CameraModel:
-    """A pinhole camera at ``height_m`` above flat ground, tilted down by ``tilt_deg``, looking north."""
+    """A pinhole camera at ``height_m`` above flat ground, tilted down by ``tilt_deg``, looking north.
+
+    Pixel coordinates are OpenCV's: pixel (c, r) is centred on (c, r). ``window`` gives the same camera drawing into
+    a part of its frame at ``scale`` times the resolution, so that code that draws through a camera can super-sample
+    a small figure without knowing it: ``project``, ``ground_at`` and ``px_per_m`` then work in the window's
+    sub-pixels, and ``width``, ``height`` and ``focal_px`` stay the whole frame's."""
 
     width: int = 640
     height: int = 480
     hfov_deg: float = 40.0
     height_m: float = 5.0
     tilt_deg: float = 8.0
+    scale: int = 1  # sub-pixels per frame pixel, each way (a window; 1: the frame itself)
+    origin: tuple[int, int] = (0, 0)  # the frame pixel (column, row) whose top-left sub-pixel is the window's (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"camera: scale must be >= 1, got {self.scale}")
+
+    @property
+    def is_window(self) -> bool:
+        return self.scale != 1 or self.origin != (0, 0)
+
+    def window(self, left: int, top: int, scale: int) -> CameraModel:
+        """This camera drawing into its frame from pixel (left, top) on, ``scale`` x ``scale`` sub-pixels a pixel."""
+        if self.is_window:
+            raise ValueError(f"camera: a window is taken of the whole frame, this is one already ({self})")
+        return replace(self, scale=scale, origin=(left, top))
 
     @property
     def focal_px(self) -> float:
@@ -48,10 +69,16 @@ class CameraModel:
         f = self.focal_px
         u = self.width / 2.0 + f * np.asarray(x, dtype=np.float64) / depth
         v = self.height / 2.0 + f * down / depth
-        return u, v
+        if not self.is_window:  # the frame itself: exactly the numbers it always gave
+            return u, v
+        # frame pixel c spans c - 0.5 .. c + 0.5; its sub-pixels (c - left) * scale + 0 .. scale - 1 tile it
+        return (u - self.origin[0] + 0.5) * self.scale - 0.5, (v - self.origin[1] + 0.5) * self.scale - 0.5
 
     def ground_at(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixels to ground coordinates (x, y) in metres; rows at or above the horizon give +inf."""
+        if self.is_window:  # a window's sub-pixels to the frame's pixels
+            u = (np.asarray(u, dtype=np.float64) + 0.5) / self.scale - 0.5 + self.origin[0]
+            v = (np.asarray(v, dtype=np.float64) + 0.5) / self.scale - 0.5 + self.origin[1]
         t = math.radians(self.tilt_deg)
         f = self.focal_px
         a = (np.asarray(v, dtype=np.float64) - self.height / 2.0) / f  # down / depth
@@ -67,7 +94,7 @@ class CameraModel:
     def px_per_m(self, y: float) -> float:
         t = math.radians(self.tilt_deg)
         depth = y * math.cos(t) + self.height_m * math.sin(t)
-        return self.focal_px / depth
+        return self.focal_px * self.scale / depth
 
 
 @dataclass(frozen=True, slots=True)
