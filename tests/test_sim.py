@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from sensors.frames import ThermalFrame
 from sensors.sim import SCENARIOS, SIM_OFFSET, SIM_SCALE, CameraModel, SimParams, ThermalScene
 from sensors.sim.capture import SimCapture
+from sensors.sim.draw import draw_actor, reach_m
+from sensors.sim.world import Actor
 
 
 def _celsius(counts: np.ndarray) -> np.ndarray:
@@ -152,3 +156,26 @@ def test_a_window_of_the_camera_is_its_frame_at_a_finer_scale() -> None:
     assert not cam.is_window and win.is_window
     with pytest.raises(ValueError, match="this is one already"):
         win.window(0, 0, 4)
+
+
+def test_every_drawing_stays_within_the_reach_the_renderer_draws_it_in() -> None:
+    # near and big (a 0.3 mm pixel), so a pixel of OpenCV's rounding is nothing; every kind, gait, view and phase
+    cam = CameraModel(width=1600, height=1200, height_m=1.0, tilt_deg=0.0)
+    ppm = cam.px_per_m(10.0)
+    kinds = [("person", "", gait) for gait in ("walking", "running", "crawling")]
+    kinds += [("animal", kind, "") for kind in ("dog", "sheep", "cow", "deer", "bird", "fox")]
+    kinds += [("vehicle", kind, "") for kind in ("car", "truck")]
+    for (label, kind, gait), end_on, heading in itertools.product(kinds, (False, True), (1.0, -1.0, 0.2)):
+        actor = Actor(1, label, ((0.0, 0.0, 10.0), (1.0, 0.0, 10.0)), kind=kind, gait=gait, keep_heading=end_on,
+                      size=1.2, altitude_m=2.0 if kind == "bird" else 0.0)
+        z, half, below, above = reach_m(actor)
+        u, v = cam.project(np.array([0.0]), np.array([10.0]), np.array([z]))
+        for walked in np.linspace(0.0, 2.6, 14):
+            temp = np.zeros((cam.height, cam.width), np.float32)
+            mask = np.zeros((cam.height, cam.width), np.uint8)
+            draw_actor(temp, mask, cam, actor, 0.0, 10.0, heading, float(walked), float(walked) / 2.6)
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            reach = (u[0] - half * ppm, v[0] - above * ppm, u[0] + half * ppm, v[0] + below * ppm)
+            drawn = (cols[0] - 1, rows[0] - 1, cols[-1] + 1, rows[-1] + 1)
+            assert reach[0] <= drawn[0] and reach[1] <= drawn[1], (label, kind, gait, end_on, heading, walked)
+            assert drawn[2] <= reach[2] and drawn[3] <= reach[3], (label, kind, gait, end_on, heading, walked)

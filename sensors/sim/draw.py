@@ -8,6 +8,10 @@ the product's classifier measures them through the geo-calibration:
 - dog 0.8 m long, 0.63 m to the back, head ~0.75 m; sheep 1.2 m long, head ~0.95 m; cow 2.3 m long, 1.45 m;
   deer 1.5 m long, head ~1.65 m; bird 0.4 m wingspan;
 - car 4.6 m long, 1.55 m high, 1.8 m wide; truck 8 m long, 3.3 m high, 2.5 m wide.
+
+Everything is drawn through a camera's ``project`` and ``px_per_m``, in whatever pixels the camera gives: the
+renderer hands each actor a window of the frame at several sub-pixels a pixel and averages it down (``figure``), so
+OpenCV's habit of filling every pixel an edge touches costs a fraction of a pixel, not a pixel on every side.
 """
 
 from __future__ import annotations
@@ -87,6 +91,23 @@ def draw_actor(
         _draw_animal_end_on(temp, mask, cam, actor, x, y, walked)
     else:
         _draw_animal(temp, mask, cam, actor, x, y, heading, walked)
+
+
+def reach_m(actor: Actor) -> tuple[float, float, float, float]:
+    """How far an actor's drawing can reach, in metres and with room to spare: the height of the point it is drawn
+    around (a bird's altitude, else the ground), how far to either side of it, how far below and how far above. The
+    renderer draws each actor into a patch of the frame this big (``figure``); a test holds every drawing to it."""
+    k = actor.size
+    if actor.label == "person":
+        half, up = (1.4, 0.6) if actor.gait == "crawling" else (0.85, 1.85)  # a runner's stride and lean
+    elif actor.label == "vehicle":
+        half, up = (4.2, 3.4) if actor.kind == "truck" else (2.5, 1.65)
+    elif actor.kind == "bird":
+        return actor.altitude_m, 0.35 * k, 0.2 * k, 0.2 * k
+    else:
+        length, leg_h, body_h, big = _animal_body(actor)
+        half, up = 0.7 * length + 0.3, leg_h + body_h + (0.5 if big else 0.25)  # the tail, the head held up
+    return 0.0, half * k, 0.1 * k, up * k
 
 
 def _side_view(cam: CameraModel, actor: Actor, x: float, y: float, heading: float
@@ -185,8 +206,7 @@ def _draw_animal(
     walked: float,
 ) -> None:
     s, p = _side_view(cam, actor, x, y, heading)
-    big = actor.kind in ("deer", "cow", "horse")
-    length, leg_h, body_h = ANIMAL_BODY.get(actor.kind, (1.5, 0.85, 0.45) if big else (0.8, 0.35, 0.28))
+    length, leg_h, body_h, big = _animal_body(actor)
 
     fur = actor.temp_c
     phase = math.sin(2 * math.pi * walked / (0.9 * length))
@@ -203,6 +223,13 @@ def _draw_animal(
 # length, leg height, body height (m); the dog and the deer are the named scenes' own
 ANIMAL_BODY: dict[str, tuple[float, float, float]] = {"sheep": (1.2, 0.42, 0.42), "cow": (2.3, 0.75, 0.62)}
 ANIMAL_WIDTH = {"dog": 0.28, "sheep": 0.55, "cow": 0.75, "deer": 0.4}  # body width seen end-on
+
+
+def _animal_body(actor: Actor) -> tuple[float, float, float, bool]:
+    """Length, leg height and body height in metres, and whether it is big (a longer neck, thicker legs)."""
+    big = actor.kind in ("deer", "cow", "horse")
+    length, leg_h, body_h = ANIMAL_BODY.get(actor.kind, (1.5, 0.85, 0.45) if big else (0.8, 0.35, 0.28))
+    return length, leg_h, body_h, big
 
 
 def _draw_crawler(
@@ -273,8 +300,7 @@ def _draw_animal_end_on(temp: np.ndarray, mask: np.ndarray, cam: CameraModel, ac
     """A four-legged animal coming head-on: a narrow body on two visible pairs of legs, the head above."""
     s = cam.px_per_m(y) * actor.size
     fu, fv = _pt(cam, x, y, 0.0)
-    big = actor.kind in ("deer", "cow", "horse")
-    _length, leg_h, body_h = ANIMAL_BODY.get(actor.kind, (1.5, 0.85, 0.45) if big else (0.8, 0.35, 0.28))
+    _length, leg_h, body_h, big = _animal_body(actor)
     half = ANIMAL_WIDTH.get(actor.kind, 0.3) / 2.0
     fur = actor.temp_c
     phase = math.sin(2 * math.pi * walked / 0.8)
