@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,75 @@ def test_every_drawing_stays_within_the_reach_the_renderer_draws_it_in() -> None
             drawn = (cols[0] - 1, rows[0] - 1, cols[-1] + 1, rows[-1] + 1)
             assert reach[0] <= drawn[0] and reach[1] <= drawn[1], (label, kind, gait, end_on, heading, walked)
             assert drawn[2] <= reach[2] and drawn[3] <= reach[3], (label, kind, gait, end_on, heading, walked)
+
+
+FAR_MOUNT = "camera: {height_m: 10, tilt_deg: 3, blur_px: 0, netd_mk: 0, fpn_mk: 0}\nhorizon_m: 3000\nfence: false\n"
+NEAR_MOUNT = "camera: {blur_px: 0, netd_mk: 0, fpn_mk: 0}\nfence: false\n"  # the named scenes' 5 m mast
+
+
+def _walker(tmp_path: Path, metres: float, rock_m: float = 0.0, walker: bool = True) -> ThermalScene:
+    """The walker of far-people-<metres>m.yaml (or one 20 m out on the near mount), with no blur and no noise,
+    perhaps half a metre behind a rock ``rock_m`` high, or just the ground and the rock without them."""
+    text = f"duration_s: 24\n{FAR_MOUNT if metres > 50 else NEAR_MOUNT}"
+    if rock_m:
+        text += f"occluders: [{{x: 0, y: {metres - 0.5}, width_m: 4, height_m: {rock_m}}}]\n"
+    if walker:
+        text += f"actors: [{{kind: person, waypoints: [[-15, {metres}], [15, {metres}]]}}]\n"
+    f = tmp_path / f"{metres}-{rock_m}-{walker}.yaml"
+    f.write_text(text)
+    return ThermalScene.from_url(f"sim://{f}")
+
+
+def _contrast(scene: ThermalScene, empty: ThermalScene, i: int) -> np.ndarray:
+    """How much warmer than the bare ground the figure makes each pixel of frame ``i`` (a noiseless render)."""
+    return _celsius(scene.render(i)[0]) - _celsius(empty.render(i)[0])
+
+
+@pytest.mark.parametrize("metres", [100, 200, 300, 400, 500])
+def test_a_far_person_is_as_tall_and_narrow_as_a_camera_sees_them(tmp_path: Path, metres: int) -> None:
+    scene, empty = _walker(tmp_path, metres), _walker(tmp_path, metres, walker=False)
+    px_per_m = scene.camera.px_per_m(metres)
+    tall = 1.75 * px_per_m  # 879 px * 1.75 m / R on the far-sight mount: 15.3 px at 100 m, 3.1 px at 500 m
+    for i in (100, 103, 106):  # three phases of the stride
+        (truth,) = scene.render(i)[1]
+        x1, y1, x2, y2 = (int(v) for v in truth.bbox)
+        assert abs((y2 - y1) - tall) <= 1.0, (i, truth.bbox, tall)  # the true extent, rounded to whole pixels
+        assert x2 - x1 <= 0.9 * px_per_m + 1.5, (i, truth.bbox)  # shoulders 0.46 m, feet up to 0.9 m apart
+        warm = _contrast(scene, empty, i)
+        assert warm[:y1 - 1].max() < 0.05 * warm.max() and warm[y2 + 1:].max() < 0.05 * warm.max()  # no halo
+        seen = warm > warm.max() / 2
+        rows, cols = np.count_nonzero(seen.any(axis=1)), np.count_nonzero(seen.any(axis=0))
+        # never taller than the person; a row or two shorter where the legs, thinner than a pixel and cooler than
+        # the head, warm their pixels by less than half as much (as a real camera's would be)
+        assert tall - 2.0 <= rows <= tall + 1.0, (i, rows, tall)
+        assert cols <= 0.9 * px_per_m + 1.5, (i, cols)
+    if metres == 300:
+        assert x2 - x1 <= 3 and cols <= 3  # drawn with primitives at least a pixel wide, it was 5 px wide
+
+
+def test_a_near_person_looks_as_before() -> None:
+    scene = ThermalScene.from_url("sim://benchmarks/scenarios/people-walk-20m.yaml?noise_k=0")
+    counts, (truth,) = scene.render(100)
+    # drawn straight into the frame it was 77 x 32 px, (390, 258, 422, 335), 1123 pixels warmer than 15 C
+    assert np.allclose(truth.bbox, (390, 258, 422, 335), atol=1.0), truth.bbox
+    assert abs((truth.bbox[3] - truth.bbox[1]) - 1.77 * scene.camera.px_per_m(20.0)) <= 1.0  # head to heels
+    temps = _celsius(counts)
+    assert 1123 * 0.85 < np.count_nonzero(temps > 15) <= 1123  # the rim it gained on every side is gone
+    x1, y1, x2, y2 = (int(v) for v in truth.bbox)
+    assert 31 < np.percentile(temps[y1:y2, x1:x2], 99.5) < 34  # the face
+
+
+@pytest.mark.parametrize(("metres", "tolerance"), [(20, 0.04), (300, 0.2)])
+def test_a_person_half_behind_a_rock_is_half_visible(tmp_path: Path, metres: int, tolerance: float) -> None:
+    walker, empty = _walker(tmp_path, metres), _walker(tmp_path, metres, walker=False)
+    hidden, rock = _walker(tmp_path, metres, rock_m=0.9), _walker(tmp_path, metres, rock_m=0.9, walker=False)
+    i = 107  # 10.7 s at 1.4 m/s: the walker is at x = 0, behind the middle of the rock (4 m wide)
+    (full,), (part,) = walker.render(i)[1], hidden.render(i)[1]
+    assert part.full_bbox == full.full_bbox and part.visible < 0.9
+    # the figure's pixels in the open (warmed by half their share or more), and the first row the rock hides
+    warm = _contrast(walker, empty, i)
+    figure = warm > 0.25 * warm.max()
+    top = int(np.flatnonzero((np.abs(_contrast(rock, empty, i)) > 0.1)[:, figure.any(axis=0)].any(axis=1))[0])
+    expected = np.count_nonzero(figure[:top]) / np.count_nonzero(figure)
+    assert part.visible == pytest.approx(expected, abs=tolerance), (part, expected)
+    assert part.bbox[1] == full.bbox[1] and abs(part.bbox[3] - top) <= 1.0  # the head and body above it

@@ -2,7 +2,8 @@
 
 A fixed pinhole camera stands on a mast and looks down onto flat ground: a dirt track across the view, a
 fence line further out, rocks and bushes. People, vehicles and animals move on scripted paths (keyframes in
-metres on the ground) with plausible surface temperatures; clutter that is no target may lie and move among them
+metres on the ground) with plausible surface temperatures, each drawn as the camera integrates it over its pixels,
+a far one a few partly warm pixels (``figure``); clutter that is no target may lie and move among them
 (``clutter``); the sensor blurs the picture and adds temporal and fixed-pattern noise (``sensor``). Frames are
 16-bit radiometric counts (TLinear, 0.01 K per count), or 8-bit grey after the camera's own gain control and
 perhaps H.264 (``stream``), and come with the true boxes and track ids, so detection and tracking can be measured.
@@ -18,7 +19,8 @@ import cv2
 import numpy as np
 
 from sensors.sim.clutter import ClutterField, draw_bush
-from sensors.sim.draw import draw_actor, draw_occluder
+from sensors.sim.draw import draw_occluder
+from sensors.sim.figure import Figure, draw_figure, extent
 from sensors.sim.files import load_scenario
 from sensors.sim.params import SimParams
 from sensors.sim.presets import sensor_and_clutter
@@ -40,7 +42,7 @@ from sensors.sim.world import (
 )
 
 ACTOR_HALF_M = 5.0  # an actor reaches this far to either side of its ground point (a truck is 8 m long)
-Drawn = tuple[Actor, tuple[float, float, float, float], np.ndarray]  # an actor, its state and its pixels
+Drawn = tuple[Actor, tuple[float, float, float, float], Figure]  # an actor, its state and the pixels it owns
 BushNow = tuple[np.ndarray, np.ndarray]  # a bush's clumps this instant (``ClutterField.bush_pixels``)
 
 
@@ -197,11 +199,10 @@ class ThermalScene:
         drawables.sort(key=lambda item: -item[0])
         id_mask = np.zeros((cam.height, cam.width), dtype=np.int32) if truth else None
         drawn: list[Drawn] = []
-        extents: list[tuple[slice, slice] | None] = []
         scratch: np.ndarray | None = None
         for _depth, thing, state, near in drawables:
             if near is not None:  # clutter: its pixels count only where they hide an actor drawn before it
-                hides = id_mask is not None and any(e is not None and _overlap(e, near) for e in extents)
+                hides = id_mask is not None and any(_overlap(figure.box, near) for *_, figure in drawn)
                 if hides and scratch is None:
                     scratch = np.zeros((cam.height, cam.width), dtype=np.uint8)
                 _draw_clutter(temp, scratch if hides else None, cam, thing)
@@ -209,23 +210,21 @@ class ThermalScene:
                     id_mask[near][scratch[near] > 0] = 0
                     scratch[near] = 0
                 continue
-            mask = np.zeros((cam.height, cam.width), dtype=np.uint8)
             if isinstance(thing, Occluder):
+                mask = np.zeros((cam.height, cam.width), dtype=np.uint8)
                 draw_occluder(temp, mask, cam, thing)
-                if id_mask is not None and (box := _extent(mask)) is not None:
+                if id_mask is not None and (box := extent(mask)) is not None:
                     id_mask[box][mask[box] > 0] = 0
                 continue
             assert state is not None and isinstance(thing, Actor)
             x, y, heading, walked = state
-            draw_actor(temp, mask, cam, thing, x, y, heading, walked, t)
-            drawn.append((thing, state, mask))
-            if id_mask is not None:
-                box = _extent(mask)
-                extents.append(box)
-                if box is not None:
-                    id_mask[box][mask[box] > 0] = thing.track_id
+            figure = draw_figure(temp, cam, thing, x, y, heading, walked, t)
+            if figure is not None:
+                drawn.append((thing, state, figure))
+                if id_mask is not None:
+                    id_mask[figure.box][figure.owned] = thing.track_id
         if id_mask is not None:
-            truths = self._truth(drawn, extents, id_mask)
+            truths = self._truth(drawn, id_mask)
         return temp, truths, drawn
 
     def _clutter_drawables(self, temp: np.ndarray, t: float, states: list[tuple[float, float, float, float]]
@@ -249,15 +248,13 @@ class ThermalScene:
             out.append((bush.y, clumps, None, _box(box, temp.shape)))
         return out
 
-    def _truth(self, drawn: list[Drawn], extents: list[tuple[slice, slice] | None], id_mask: np.ndarray
-               ) -> list[TruthObject]:
-        # each actor's pixels lie inside its own drawing's extent: the counting works on that window only
+    def _truth(self, drawn: list[Drawn], id_mask: np.ndarray) -> list[TruthObject]:
+        # each actor's pixels lie inside its own figure's box: the counting works on that window only
         cam, truths = self.camera, []
-        for (actor, (x, y, _heading, _walked), mask), box in zip(drawn, extents, strict=True):
-            if box is None:
-                continue
+        for actor, (x, y, _heading, _walked), figure in drawn:
+            box = figure.box
             vis = id_mask[box] == actor.track_id
-            seen = _extent(vis)
+            seen = extent(vis)
             if seen is None:
                 continue
             r0, c0 = box[0].start, box[1].start
@@ -272,7 +269,7 @@ class ThermalScene:
                                float(box[0].stop)),
                     foot_px=(float(fu[0]), float(fv[0])),
                     ground_xy=(x, y),
-                    visible=int(np.count_nonzero(vis)) / int(np.count_nonzero(mask[box])),
+                    visible=int(np.count_nonzero(vis)) / int(np.count_nonzero(figure.owned)),
                     temp_c=actor.temp_c,
                     kind=actor.gait or actor.kind,
                 )
@@ -286,8 +283,8 @@ class ThermalScene:
         rng = np.random.default_rng((self.params.seed, index, 7))
         h_px, w_px = temp.shape
         distance = self._distance.copy()
-        for _actor, (x, y, _heading, _walked), mask in drawn:
-            distance[mask > 0] = math.hypot(x, y)
+        for _actor, (x, y, _heading, _walked), figure in drawn:
+            distance[figure.box][figure.owned] = math.hypot(x, y)
         visibility = min(w.fog_visibility_m or math.inf, 300.0 / w.rain if w.rain > 0 else math.inf)
         if math.isfinite(visibility):
             keep = np.exp(-distance / np.float32(visibility))
@@ -331,15 +328,6 @@ def _box(bbox: tuple[float, float, float, float], shape: tuple[int, ...]) -> tup
 
 def _overlap(a: tuple[slice, slice], b: tuple[slice, slice]) -> bool:
     return a[0].start < b[0].stop and b[0].start < a[0].stop and a[1].start < b[1].stop and b[1].start < a[1].stop
-
-
-def _extent(mask: np.ndarray) -> tuple[slice, slice] | None:
-    """The rows and columns a mask covers (its bounding box as slices), or None when it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _shift(box: tuple[float, float, float, float], dx: float, dy: float) -> tuple[float, float, float, float]:
