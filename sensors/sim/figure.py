@@ -92,18 +92,17 @@ def _owned(area: np.ndarray, cover: np.ndarray, s: int) -> np.ndarray:
     still rounded away. ``cover`` is the figure at ``s`` x ``s`` sub-pixels a pixel (255 where it is)."""
     h, w = area.shape
     own = area >= 127.5
+    blocks = cover.reshape(h, s, w, s)  # blocks[r, :, c, :]: pixel (r, c)'s sub-pixels
     rows = np.flatnonzero(area.sum(axis=1) >= 127.5)
+    best = area[rows].argmax(axis=1)
+    rows, best = rows[~own[rows, best]], best[~own[rows, best]]  # rows where no pixel is half covered
+    tall = np.count_nonzero(blocks[rows, :, best, :].any(axis=2), axis=1) * 2 >= s  # spans half its height
+    own[rows[tall], best[tall]] = True
     cols = np.flatnonzero(area.sum(axis=0) >= 127.5)
-    if rows.size:
-        best = area[rows].argmax(axis=1)
-        each_row = cv2.resize(cover, (w, h * s), interpolation=cv2.INTER_AREA).reshape(h, s, w)  # per sub-row
-        keep = np.count_nonzero(each_row[rows, :, best], axis=1) * 2 >= s  # it spans half the pixel's height
-        own[rows[keep], best[keep]] = True
-    if cols.size:
-        best = area[:, cols].argmax(axis=0)
-        each_col = cv2.resize(cover, (w * s, h), interpolation=cv2.INTER_AREA).reshape(h, w, s)  # per sub-column
-        keep = np.count_nonzero(each_col[best, cols, :], axis=1) * 2 >= s
-        own[best[keep], cols[keep]] = True
+    best = area[:, cols].argmax(axis=0)
+    cols, best = cols[~own[best, cols]], best[~own[best, cols]]
+    wide = np.count_nonzero(blocks[best, :, cols, :].any(axis=1), axis=1) * 2 >= s
+    own[best[wide], cols[wide]] = True
     return own
 
 
