@@ -95,12 +95,14 @@ def _owned(area: np.ndarray, cover: np.ndarray, s: int) -> np.ndarray:
     blocks = cover.reshape(h, s, w, s)  # blocks[r, :, c, :]: pixel (r, c)'s sub-pixels
     rows = np.flatnonzero(area.sum(axis=1) >= 127.5)
     best = area[rows].argmax(axis=1)
-    rows, best = rows[~own[rows, best]], best[~own[rows, best]]  # rows where no pixel is half covered
+    free = ~own[rows, best]  # rows no pixel of which is half covered
+    rows, best = rows[free], best[free]
     tall = np.count_nonzero(blocks[rows, :, best, :].any(axis=2), axis=1) * 2 >= s  # spans half its height
     own[rows[tall], best[tall]] = True
     cols = np.flatnonzero(area.sum(axis=0) >= 127.5)
     best = area[:, cols].argmax(axis=0)
-    cols, best = cols[~own[best, cols]], best[~own[best, cols]]
+    free = ~own[best, cols]
+    cols, best = cols[free], best[free]
     wide = np.count_nonzero(blocks[best, :, cols, :].any(axis=1), axis=1) * 2 >= s
     own[best[wide], cols[wide]] = True
     return own
