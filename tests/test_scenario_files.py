@@ -179,8 +179,8 @@ def test_the_url_options_still_apply(tmp_path: Path) -> None:
 # real detector on them. Taken before scenario files came in; taken again (all but quiet) when actors came to be drawn
 # super-sampled (sensors/sim/figure.py): edge pixels partly warm, boxes up to 2 px smaller, without the rim of a
 # pixel that drawing straight into the frame added on every side.
-NAMED = {"animals": "25db98b7c6f68895", "border": "6ea28e8ebf352ff8", "crossing": "172047d755330c22",
-         "intrusion": "45e6efadb6801c67", "quiet": "b3ab69fb40c0acc2", "walkers": "9242ee62b054f3e2"}
+NAMED = {"animals": "e46c8fdd1a3ab1a3", "border": "d21dbba7e6662faf", "crossing": "403baf7f91f14292",
+         "intrusion": "e8207ab682aa1b7f", "quiet": "b3ab69fb40c0acc2", "walkers": "63b015d869ad45ab"}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

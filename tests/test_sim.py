@@ -209,7 +209,8 @@ def test_a_far_person_is_as_tall_and_narrow_as_a_camera_sees_them(tmp_path: Path
     scene, empty = _walker(tmp_path, metres), _walker(tmp_path, metres, walker=False)
     px_per_m = scene.camera.px_per_m(metres)
     tall = 1.75 * px_per_m  # 879 px * 1.75 m / R on the far-sight mount: 15.3 px at 100 m, 3.1 px at 500 m
-    for i in (100, 103, 106):  # three phases of the stride
+    rows_seen = []
+    for i in range(40, 200, 16):  # along the walk, in every phase of the stride
         (truth,) = scene.render(i)[1]
         x1, y1, x2, y2 = (int(v) for v in truth.bbox)
         assert abs((y2 - y1) - tall) <= 1.0, (i, truth.bbox, tall)  # the true extent, rounded to whole pixels
@@ -217,13 +218,15 @@ def test_a_far_person_is_as_tall_and_narrow_as_a_camera_sees_them(tmp_path: Path
         warm = _contrast(scene, empty, i)
         assert warm[:y1 - 1].max() < 0.05 * warm.max() and warm[y2 + 1:].max() < 0.05 * warm.max()  # no halo
         seen = warm > warm.max() / 2
-        rows, cols = np.count_nonzero(seen.any(axis=1)), np.count_nonzero(seen.any(axis=0))
-        # never taller than the person; a row or two shorter where the legs, thinner than a pixel and cooler than
-        # the head, warm their pixels by less than half as much (as a real camera's would be)
-        assert tall - 2.0 <= rows <= tall + 1.0, (i, rows, tall)
-        assert cols <= 0.9 * px_per_m + 1.5, (i, cols)
-    if metres == 300:
-        assert x2 - x1 <= 3 and cols <= 3  # drawn with primitives at least a pixel wide, it was 5 px wide
+        rows_seen.append(np.count_nonzero(seen.any(axis=1)))
+        assert np.count_nonzero(seen.any(axis=0)) <= 0.9 * px_per_m + 1.5, i
+        if metres == 300:  # drawn with primitives at least a pixel wide, it was 5 px wide (shoulders: 1.3 px)
+            assert x2 - x1 <= 3 and np.count_nonzero(seen.any(axis=0)) <= 3, (i, truth.bbox)
+    # above half the peak contrast: never taller than the person, and about as tall; shorter by a row or two where
+    # the feet's row is partly covered and the legs, thinner than a pixel and cooler than the head, warm their
+    # pixels by less than half as much (as on a real camera)
+    assert max(rows_seen) <= tall + 0.5 and np.mean(rows_seen) >= tall - 1.5 and min(rows_seen) >= tall - 3.0, (
+        rows_seen, tall)
 
 
 def test_a_near_person_looks_as_before() -> None:

@@ -6,7 +6,8 @@ a pixel on every side (at 300 m a person came out 8 px tall, 2.7 m: a vehicle, t
 So every actor is drawn super-sampled: into a patch of the frame around it (its ``reach_m``) at S x S sub-pixels a
 pixel, then averaged down (area integration, ``cv2.INTER_AREA``). The frame gets the area-weighted mix of the figure
 and whatever was drawn before it, so painter's order still holds, and the figure owns the pixels it mostly covers
-(``_owned``): the truth's boxes and visible fractions come from those. Every actor, near ones too: one way of drawing
+and, where it is thinner than a pixel, the ones it runs through (``_owned``): the truth's boxes (the figure's true
+extent rounded to whole pixels) and visible fractions come from those. Every actor, near ones too: one way of drawing
 means no size at which a figure changes its look (a walker coming closer would grow by a pixel or two when it crossed
 a threshold, a step a tracker sees), and a near figure costs about what drawing it straight into the frame did. S
 falls as a figure grows (8 up to 32 px across, 4 up to 96, then 2), since the part of a pixel an edge gets wrong
@@ -84,26 +85,27 @@ def _patch(cam: CameraModel, actor: Actor, x: float, y: float, shape: tuple[int,
 
 
 def _owned(area: np.ndarray, cover: np.ndarray, s: int) -> np.ndarray:
-    """The pixels a figure owns: those it covers at least half of (``area`` >= 127.5 of 255), so its box is its true
-    extent rounded to the nearest pixel. A part thinner than a pixel covers half of none, yet a camera sees it as
-    warm pixels: in a row (column) where the figure adds up to half a pixel or more, it also owns the pixel it covers
-    most, if it fills at least half of that pixel's height (width) there. So a figure 0.6 px wide at 500 m is a
-    column of its true height, while the partly covered pixels along a broad edge (the top of a near head) are
-    still rounded away. ``cover`` is the figure at ``s`` x ``s`` sub-pixels a pixel (255 where it is)."""
+    """The pixels a figure owns: those it covers at least half of (``area`` >= 127.5 of 255). A part thinner than a
+    pixel covers half of none, yet it is there and a camera sees it warm its pixels: in a row where no pixel is half
+    covered, the figure also owns the pixel it covers most if it spans more than half of that pixel's height (in a
+    column, its width). So the figure's box is its true extent rounded to the nearest pixel at every range: a walker
+    0.6 px wide at 500 m is a column as tall as they are, and the partly covered row along a broad edge (the top of
+    a near head) goes with whichever side of the half it lies. ``cover`` is the figure at ``s`` x ``s`` sub-pixels
+    a pixel (255 where it is); a part's edge touches one sub-pixel more than it covers, hence "more than half"."""
     h, w = area.shape
     own = area >= 127.5
     blocks = cover.reshape(h, s, w, s)  # blocks[r, :, c, :]: pixel (r, c)'s sub-pixels
-    rows = np.flatnonzero(area.sum(axis=1) >= 127.5)
+    rows = np.flatnonzero(area.any(axis=1))
     best = area[rows].argmax(axis=1)
     free = ~own[rows, best]  # rows no pixel of which is half covered
     rows, best = rows[free], best[free]
-    tall = np.count_nonzero(blocks[rows, :, best, :].any(axis=2), axis=1) * 2 >= s  # spans half its height
+    tall = np.count_nonzero(blocks[rows, :, best, :].any(axis=2), axis=1) * 2 > s
     own[rows[tall], best[tall]] = True
-    cols = np.flatnonzero(area.sum(axis=0) >= 127.5)
+    cols = np.flatnonzero(area.any(axis=0))
     best = area[:, cols].argmax(axis=0)
     free = ~own[best, cols]
     cols, best = cols[free], best[free]
-    wide = np.count_nonzero(blocks[best, :, cols, :].any(axis=1), axis=1) * 2 >= s
+    wide = np.count_nonzero(blocks[best, :, cols, :].any(axis=1), axis=1) * 2 > s
     own[best[wide], cols[wide]] = True
     return own
 
