@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.types import LABELS, Detections
+from detectors.types import MODEL_LABELS, Detections
+from detectors.verify import mosaic, split
 
 
 class DetectorUnavailable(RuntimeError):
@@ -35,17 +36,17 @@ def class_lookup(model_names: Mapping[int, str], class_map: Mapping[str, str] | 
         class_map = FALL_MODEL_CLASSES if set(names.values()) <= set(FALL_MODEL_CLASSES) else COCO_CLASSES
     cmap = {k.lower(): v for k, v in class_map.items()}
     for model_name, label in cmap.items():
-        if label not in LABELS:
-            raise ValueError(f"class map: {model_name!r} -> {label!r}: label must be one of {', '.join(LABELS)}")
+        if label not in MODEL_LABELS:
+            raise ValueError(f"class map: {model_name!r} -> {label!r}: label must be one of {', '.join(MODEL_LABELS)}")
     size = max(names, default=-1) + 1
     lookup = np.full(size, -1, dtype=np.int64)
     for idx, name in names.items():
         if name in cmap:
-            lookup[idx] = LABELS.index(cmap[name])
+            lookup[idx] = MODEL_LABELS.index(cmap[name])
     if not (lookup >= 0).any():
         raise ValueError(
             f"class map maps none of the model's classes ({', '.join(sorted(set(names.values())))}) "
-            f"to {', '.join(LABELS)}; add a class_map entry"
+            f"to {', '.join(MODEL_LABELS)}; add a class_map entry"
         )
     return lookup
 
@@ -63,6 +64,17 @@ class Detector(abc.ABC):
         detectors shared by several cameras; others ignore it."""
         return self.detect(gray8)
 
+    def detect_cells(self, cells: list[np.ndarray], grid: int, priority: int = 1) -> list[Detections]:
+        """Detections in each of several equal square crops (``detectors.verify``), ``grid`` x ``grid`` of them
+        packed into one image per inference; boxes in each cell's own pixels. A detector shared by several cameras
+        packs the crops of all of them (``detectors.engine``)."""
+        out: list[Detections] = []
+        per = grid * grid
+        for k in range(0, len(cells), per):
+            part = cells[k:k + per]
+            out += split(self.detect_prioritized(mosaic(part, grid), priority), len(part), part[0].shape[0], grid)
+        return out
+
     def inference_modes(self) -> dict[str, int] | None:
         """Inferences run alone on all threads and beside others (``detectors.ovnative``), for health; None for
         a detector that runs one way only."""
@@ -74,6 +86,33 @@ class Detector(abc.ABC):
     def warmup(self) -> None:
         """Run once on a blank frame so the first real frame does not pay for lazy initialisation."""
         self.detect(np.zeros((64, 64), dtype=np.uint8))
+
+
+class TwoScales(Detector):
+    """A model for whole frames and a smaller one for crops (``detect_cells``), as one ``Detector``: the crops of a
+    2 x 2 mosaic of 160 px cells are exactly a 320 model's input, where a 640 model would enlarge them again."""
+
+    name = "two-scales"
+
+    def __init__(self, whole: Detector, crops: Detector) -> None:
+        self.whole, self.crops = whole, crops
+
+    def load(self) -> None:
+        self.whole.load()
+        if self.crops is not self.whole:
+            self.crops.load()
+
+    def detect(self, gray8: np.ndarray) -> Detections:
+        return self.whole.detect(gray8)
+
+    def detect_prioritized(self, gray8: np.ndarray, priority: int) -> Detections:
+        return self.whole.detect_prioritized(gray8, priority)
+
+    def detect_cells(self, cells: list[np.ndarray], grid: int, priority: int = 1) -> list[Detections]:
+        return self.crops.detect_cells(cells, grid, priority)
+
+    def inference_modes(self) -> dict[str, int] | None:
+        return self.whole.inference_modes()
 
 
 DETECTORS: dict[str, Callable[[Any], Detector]] = {}

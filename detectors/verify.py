@@ -24,6 +24,8 @@ from detectors.types import Detections
 CELL_PX = 160
 GRID = 2
 CONTEXT = 2.5  # crop side over the target's height: the rest is the ground and what stands beside it
+WIDE_CONTEXT = 1.4  # ... and at least this over its width (a crawler seen side-on, 4 times wider than tall, is
+# shown as large as the cell allows, not shrunk to fit 2.5 times its length)
 MIN_SIDE_PX = 24  # a crop never smaller than this (a 5 px target is not worth a 13 px crop)
 PAD_VALUE = 114  # what fills a cell where the crop runs off the frame (ultralytics' letterbox grey)
 EDGE_PX = 2.0
@@ -48,14 +50,15 @@ class Crop:
 
 def plan(boxes: np.ndarray, frame_shape: tuple[int, int], context: float = CONTEXT, cell: int = CELL_PX,
          min_side: float = MIN_SIDE_PX) -> list[Crop]:
-    """One crop per box (N, 4) xyxy, a square of ``context`` times its larger side around its centre; boxes whose
-    crops mostly overlap share one that holds them both (a group walking together is one crop)."""
+    """One crop per box (N, 4) xyxy, a square of ``context`` times its height (and at least ``WIDE_CONTEXT`` times
+    its width) around its centre; boxes whose crops mostly overlap share one that holds them both (a group walking
+    together is one crop)."""
     h, w = frame_shape
     crops: list[tuple[float, float, float, float]] = []  # x1, y1, x2, y2 of each square
     order = np.argsort(-(boxes[:, 3] - boxes[:, 1])) if len(boxes) else np.zeros(0, np.int64)
     for i in order.tolist():
         x1, y1, x2, y2 = (float(v) for v in boxes[i])
-        side = max(min_side, context * max(y2 - y1, x2 - x1))
+        side = max(min_side, context * (y2 - y1), WIDE_CONTEXT * (x2 - x1))
         side = min(side, float(max(h, w)))
         cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
         square = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
