@@ -1,18 +1,28 @@
 """Multi-object tracking with persistent ids: constant-velocity prediction, two-stage association
 (confident detections first, then weak ones only to continue existing tracks), ids given on confirmation.
 
-Time comes from the frames, so tracks coast correctly over frames the motion gate skipped.
+Time comes from the frames, so tracks coast correctly over frames the motion gate skipped. A confirmed track
+unseen for ``max_age_s`` goes dormant where it was last seen, and is lost only after ``dormant_s`` more: a
+person who stands still and fades from the detections for a while, or steps behind a rock, takes their own id
+back when seen there again (one track, so one entry and one alert, not a new one each time). Detections carry
+their heat contrast and whether the model saw them; a track keeps the share of the times it was shown to the
+model lately that the model found it (``seen``), which says whether its class rests on the model or on physics.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
 import lap
 import numpy as np
 
-from detectors.types import LABELS, Detections, box_iou
+from detectors.types import LABELS, UNKNOWN, Detections, box_iou
+
+SEEN_WINDOW_S = 3.0  # the model's verdicts a track's ``seen`` share rests on
+LABEL_HOLD_S = 2.0  # a model's label outlives frames where only the heat was seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +55,41 @@ class _Track:
     hits: int = 1
     track_id: int = 0  # 0 until confirmed
     history: list[tuple[float, float, float]] = field(default_factory=list)  # (ts, foot x, foot y)
+    contrast: float = math.nan
+    asks: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, 1 the model saw it, 0 it did not)
+    model_label: tuple[float, int] | None = None  # when the model last named it, and what
+    dormant: bool = False
 
     def __post_init__(self) -> None:
         self.history.append((self.last_ts, float(self.box[0] + self.box[2]) / 2.0, float(self.box[3])))
 
     def predict(self, ts: float) -> np.ndarray:
+        if self.dormant:
+            return self.box  # waits where it was last seen
         dt = max(0.0, ts - self.last_ts)
         shift = np.tile(self.velocity * dt, 2)
         return self.box + shift
+
+    def observe(self, label_id: int, contrast: float, seen: float, ts: float) -> None:
+        """What a matched detection says beyond its box: its heat, and the model's verdict when it was asked."""
+        if math.isfinite(contrast):
+            self.contrast = contrast
+        if math.isfinite(seen):
+            self.asks.append((ts, seen))
+        while self.asks and self.asks[0][0] < ts - SEEN_WINDOW_S:
+            self.asks.popleft()
+        if label_id != UNKNOWN:
+            self.model_label = (ts, label_id)
+
+    @property
+    def seen_share(self) -> float:
+        return sum(s for _, s in self.asks) / len(self.asks) if self.asks else math.nan
+
+    def shown_label(self, ts: float) -> int:
+        """The model's label while it named the track lately, else unknown (heat alone)."""
+        if self.model_label is not None and ts - self.model_label[0] <= LABEL_HOLD_S:
+            return self.model_label[1]
+        return UNKNOWN
 
     def update(self, box: np.ndarray, conf: float, label_id: int, ts: float) -> None:
         old_w = self.box[2] - self.box[0]
@@ -77,6 +114,7 @@ class _Track:
         self.label_id = label_id
         self.last_ts = ts
         self.hits += 1
+        self.dormant = False
 
 
 VELOCITY_WINDOW = 8
@@ -92,19 +130,26 @@ class Tracker:
         min_hits: int = 3,
         max_age_s: float = 2.0,
         coast_s: float = 0.5,
+        dormant_s: float = 8.0,
     ) -> None:
         self.high_confidence = high_confidence
         self.coast_s = coast_s
         self.match_iou = match_iou
         self.min_hits = min_hits
         self.max_age_s = max_age_s
+        self.dormant_s = dormant_s
         self._tracks: list[_Track] = []
         self._next_id = 1
 
     @property
     def active(self) -> int:
-        """How many tracks are alive (confirmed or not)."""
-        return len(self._tracks)
+        """How many tracks are alive and being seen (confirmed or not; dormant ones do not count)."""
+        return sum(not t.dormant for t in self._tracks)
+
+    def live_boxes(self, ts: float) -> np.ndarray:
+        """Where every track not dormant should be now (N, 4): what a camera must keep looking at."""
+        boxes = [t.predict(ts) for t in self._tracks if not t.dormant]
+        return np.array(boxes, np.float32).reshape(-1, 4)
 
     def update(self, dets: Detections, ts: float) -> tuple[Detections, list[TrackEvent]]:
         """Detections of this frame in; the confirmed tracks seen in it, with ids, and track events out."""
@@ -130,30 +175,37 @@ class Tracker:
         for d, t in matched.items():
             tr = self._tracks[t]
             tr.update(dets.xyxy[d], float(dets.confidence[d]), int(dets.label_id[d]), ts)
+            tr.observe(int(dets.label_id[d]), float(dets.contrast[d]), float(dets.seen[d]), ts)
             if tr.track_id == 0 and tr.hits >= self.min_hits:
                 tr.track_id = self._next_id
                 self._next_id += 1
                 events.append(self._event("appeared", tr, ts))
         for d in np.nonzero(strong)[0].tolist():
             if d not in matched:
-                self._tracks.append(
-                    _Track(dets.xyxy[d].astype(np.float64), int(dets.label_id[d]), float(dets.confidence[d]), ts, ts)
-                )
+                tr = _Track(dets.xyxy[d].astype(np.float64), int(dets.label_id[d]), float(dets.confidence[d]), ts, ts)
+                tr.observe(int(dets.label_id[d]), float(dets.contrast[d]), float(dets.seen[d]), ts)
+                self._tracks.append(tr)
         out_rows = sorted(d for d, t in matched.items() if self._tracks[t].track_id > 0)
-        seen = dets.select(np.array(out_rows, dtype=np.int64))
-        ids = [self._tracks[matched[d]].track_id for d in out_rows]
+        shown = [(dets.xyxy[d], self._tracks[matched[d]]) for d in out_rows]
         # A confirmed track missed for a moment (a weak frame, a brief hide) is still there: report it at its
         # predicted place for up to coast_s rather than letting it flicker.
-        coasting = [self._tracks[t] for t in unmatched_tracks
-                    if self._tracks[t].track_id > 0 and 0 < ts - self._tracks[t].last_ts <= self.coast_s]
+        shown += [(self._tracks[t].predict(ts), self._tracks[t]) for t in unmatched_tracks
+                  if self._tracks[t].track_id > 0 and not self._tracks[t].dormant
+                  and 0 < ts - self._tracks[t].last_ts <= self.coast_s]
         events.extend(self._expire(ts))
-        if coasting:
-            xyxy = np.vstack([seen.xyxy, np.array([tr.predict(ts) for tr in coasting], dtype=np.float32)])
-            conf = np.concatenate([seen.confidence, np.array([tr.confidence for tr in coasting], np.float32)])
-            label = np.concatenate([seen.label_id, np.array([tr.label_id for tr in coasting], np.int64)])
-            ids += [tr.track_id for tr in coasting]
-            return Detections(xyxy, conf, label, np.array(ids, dtype=np.int64)), events
-        return Detections(seen.xyxy, seen.confidence, seen.label_id, np.array(ids, dtype=np.int64)), events
+        return self._report(shown, ts), events
+
+    def _report(self, shown: list[tuple[np.ndarray, _Track]], ts: float) -> Detections:
+        """Confirmed tracks as Detections: box, confidence, label (the model's while it names the track), id,
+        contrast and the share of its recent showings the model saw it in."""
+        if not shown:
+            return Detections.empty()
+        return Detections(np.array([b for b, _ in shown], np.float32).reshape(-1, 4),
+                          np.array([t.confidence for _, t in shown], np.float32),
+                          np.array([t.shown_label(ts) for _, t in shown], np.int64),
+                          np.array([t.track_id for _, t in shown], np.int64),
+                          np.array([t.contrast for _, t in shown], np.float32),
+                          np.array([t.seen_share for _, t in shown], np.float32))
 
     def expire(self, ts: float) -> list[TrackEvent]:
         """Age tracks on a frame that was not run through the detector."""
@@ -169,11 +221,17 @@ class Tracker:
         events: list[TrackEvent] = []
         alive: list[_Track] = []
         for tr in self._tracks:
-            if ts - tr.last_ts > self.max_age_s or (tr.track_id == 0 and ts - tr.last_ts > 0.5 * self.max_age_s):
-                if tr.track_id:
-                    events.append(self._event("lost", tr, ts))
-            else:
-                alive.append(tr)
+            unseen = ts - tr.last_ts
+            if tr.track_id == 0 and unseen > 0.5 * self.max_age_s:
+                continue  # never confirmed: gone without a word
+            if tr.track_id and unseen > self.max_age_s + self.dormant_s:
+                events.append(self._event("lost", tr, ts))
+                continue
+            if tr.track_id and unseen > self.max_age_s and not tr.dormant:
+                tr.dormant = True  # waits where it was last seen, for its own id to come back
+                tr.velocity = np.zeros(2)
+                tr.history.clear()
+            alive.append(tr)
         self._tracks = alive
         return events
 
@@ -185,11 +243,21 @@ class Tracker:
 
 
 def _association_score(pred: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU, with a fall-back on centre distance relative to box size so small fast boxes still match."""
+    """IoU, with a fall-back on centre distance relative to box size so small fast boxes still match, and on
+    containment (a track seen by its heat alone as part of a body, then whole by the model, is the same)."""
     iou = box_iou(pred, boxes)
+    x1 = np.maximum(pred[:, None, 0], boxes[None, :, 0])
+    y1 = np.maximum(pred[:, None, 1], boxes[None, :, 1])
+    x2 = np.minimum(pred[:, None, 2], boxes[None, :, 2])
+    y2 = np.minimum(pred[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    smaller = np.maximum(np.minimum(area_p[:, None], area_b[None, :]), 1e-6)
+    contained = 0.6 * inter / smaller
     pc = (pred[:, None, :2] + pred[:, None, 2:]) / 2.0
     bc = (boxes[None, :, :2] + boxes[None, :, 2:]) / 2.0
     size = np.maximum(pred[:, None, 2:] - pred[:, None, :2], 1.0)
     dist = np.linalg.norm((pc - bc) / size, axis=2)
     near = np.clip(1.0 - dist, 0.0, 1.0) * 0.5
-    return np.maximum(iou, near)
+    return np.maximum(np.maximum(iou, near), contained)
