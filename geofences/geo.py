@@ -167,6 +167,15 @@ class CameraPose:
                     (np.asarray(v, np.float64) - self.cy) / self.focal_px, np.ones(np.size(u))]
         return cam @ self.rot  # rot.T @ each row
 
+    def project(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points on the calibration's plane (metres, z up) to pixels; NaN behind the camera."""
+        pts = np.c_[np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel(),
+                    np.asarray(z, np.float64).ravel()] - self.centre
+        cam = pts @ self.rot.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = np.where(cam[:, 2] > 1e-9, cam[:, 2], np.nan)
+            return self.cx + self.focal_px * cam[:, 0] / depth, self.cy + self.focal_px * cam[:, 1] / depth
+
     def height_above(self, foot_x: np.ndarray, foot_y: np.ndarray, u_top: np.ndarray, v_top: np.ndarray
                      ) -> np.ndarray:
         """How high above a ground point the line of sight through a top pixel passes (metres): the height of

@@ -51,6 +51,8 @@ class TrackPoint:
     width_m: float | None = None
     speed_mps: float | None = None
     reason: str = ""  # what the label rests on, e.g. "0.6 m tall, 1.8 m/s"
+    by: str = "model"  # who decided the label: "model" (a detector saw it) or "physics" (its calibrated size/speed)
+    px_tall: float | None = None  # its height in pixels lately
 
     @property
     def height_px(self) -> float:
@@ -77,6 +79,8 @@ class ZoneEvent:
     width_m: float | None = None
     speed_mps: float | None = None
     reason: str = ""
+    by: str = "model"
+    px_tall: float | None = None
 
 
 UnknownPolicy = Literal["lower", "same", "ignore"]
@@ -186,7 +190,8 @@ class _Side:
 
 
 def _measures(p: TrackPoint) -> dict[str, Any]:
-    return {"height_m": p.height_m, "width_m": p.width_m, "speed_mps": p.speed_mps, "reason": p.reason}
+    return {"height_m": p.height_m, "width_m": p.width_m, "speed_mps": p.speed_mps, "reason": p.reason, "by": p.by,
+            "px_tall": p.px_tall}
 
 
 def _forget_stale(tracks: dict[tuple[str, int], Any], last_fired: dict[Any, float], ts: float, max_age_s: float,

@@ -93,7 +93,8 @@ def _alert(t: float, place: str, incident: str, state: str = "new", kind: str = 
 
 
 def _event(place: str, kind: str, t: float, distance: float) -> TruthEvent:
-    return TruthEvent(place, kind, 1, "person", t, distance)  # type: ignore[arg-type]
+    # a 1.75 m person on the default mount (40 degree lens, 640 wide: focal 879 px) stands 1538 / distance px tall
+    return TruthEvent(place, kind, 1, "person", t, distance, px_tall=round(1538.0 / distance, 1))  # type: ignore[arg-type]
 
 
 TRUTH = [_event("strip", "entry", 10.0, 12.0), _event("strip", "loitering", 20.0, 12.0),
@@ -137,8 +138,13 @@ def test_pd_time_to_alert_nuisance_per_hour_and_range() -> None:
     assert (strip["time_to_alert_median_s"], strip["time_to_alert_max_s"]) == (2.25, 3.0)
     fence = score.per_place()["fence"]
     assert (fence["truth"], fence["alerted"], fence["missed"], fence["pd"]) == (2, 1, 1, 0.5)
-    assert score.per_band() == {"0-30 m": 1.0, "30-60 m": 1.0, "60-90 m": None, "90-120 m": 0.0, "120-150 m": None}
-    total = score + Score(0.1, (), (), {"dog": {"person": 0, "vehicle": 0, "animal": 1, "unknown": 0, "missed": 0}})
+    assert score.per_band() == {"0-30 m": 1.0, "30-60 m": 1.0, "60-90 m": None, "90-120 m": 0.0, "120-150 m": None,
+                                "150-200 m": None, "200-300 m": None, "300-400 m": None, "400-600 m": None}
+    # the same by pixels on target: the 95 m crossing (16 px) was missed, every nearer event alerted or covered
+    assert score.per_px() == {"0-5 px": None, "5-8 px": None, "8-12 px": None, "12-20 px": 0.0, "20-40 px": 1.0,
+                              "40+ px": 1.0}
+    dog = {"person": 0, "vehicle": 0, "animal": 1, "unknown": 0, "clutter": 0, "missed": 0}
+    total = score + Score(0.1, (), (), {"dog": dog})
     assert total.nuisance_per_h == pytest.approx(10.0) and total.pd == score.pd
     run = ScenarioRun("hand", "sim://hand", 3600, 10.0, tuple(TRUTH), tuple(ALERTS), score, 0.0)
     rehearsal = Rehearsal("cam", T0, (run,))
@@ -157,7 +163,8 @@ def test_confusion_and_nuisance_cause_read_the_truth_of_the_frame() -> None:
     sightings = [TrackSighting(260, 7, boxes[1], "person", True), TrackSighting(260, 8, boxes[4], "animal", True),
                  TrackSighting(260, 9, (0.0, 0.0, 5.0, 5.0), "unknown", False)]
     table = confusion(truth, sightings)
-    assert table["person"] == {"person": 1, "vehicle": 0, "animal": 0, "unknown": 0, "missed": 2}  # 2 and 3 unseen
+    assert table["person"] == {"person": 1, "vehicle": 0, "animal": 0, "unknown": 0, "clutter": 0,
+                               "missed": 2}  # 2 and 3 unseen
     assert table["dog"]["animal"] == 1 and table["none"]["unknown"] == 1
     dog = _alert(26.0, "strip", "A", bbox=list(boxes[4]))
     assert nuisance_cause(dog, truth, None, T0) == "dog"

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from detectors.yolo import YoloConfig
 from edge_agent.config.cameras import CameraConfig
-from edge_agent.config.detection import GatingConfig, TrackerConfig
+from edge_agent.config.detection import GatingConfig, HeatConfig, TrackerConfig, VerifyConfig
 from edge_agent.config.fields import ID_RULE, MAX_CAMERAS, MAX_RULES, Ident, Strict
 from edge_agent.config.incidents import IncidentLogConfig
 from edge_agent.config.mqtt import MqttConfig
@@ -40,8 +40,12 @@ class AgentConfig(Strict):
                                  description="The detection model and how to run it.")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig,
                                    description="How detections become tracks with ids.")
+    heat: HeatConfig = Field(default_factory=HeatConfig,
+                             description="Heat-first proposals: where the model looks.")
+    verify: VerifyConfig = Field(default_factory=VerifyConfig,
+                                 description="What the model is shown: crops at the scale it needs, a sweep.")
     gating: GatingConfig = Field(default_factory=GatingConfig,
-                                 description="When the detector may skip a quiet frame.")
+                                 description="Without heat proposals: when the detector may skip a quiet frame.")
     cameras: list[CameraConfig] = Field(default_factory=list, max_length=MAX_CAMERAS,
                                         description=f"Thermal cameras (at most {MAX_CAMERAS}).")
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_RULES,

@@ -28,6 +28,10 @@ def zone_evidence(ev: ZoneEvent, temp_c: float | None = None) -> Evidence:
         value = getattr(ev, key)
         if value is not None and math.isfinite(value):
             f[key] = round(value, 2)
+    if ev.track_id:  # who decided the class, and how many pixels it had to go on
+        f["by"] = ev.by
+        if ev.px_tall is not None and math.isfinite(ev.px_tall):
+            f["px_tall"] = round(ev.px_tall, 1)
     return Evidence(ev.camera, "thermal", ev.ts, tuple(f.items()), ev.latlon)
 
 

@@ -269,7 +269,8 @@ class FusionEngine:
 
 
 def _thermal_summary(f: dict[str, object], place: str) -> str:
-    """``Person (1.7 m tall, 1.3 m/s) entered Patrol strip``; ``3 people inside Verge (more than allowed)``."""
+    """``Person (1.7 m tall, 1.3 m/s; 9 px, by physics) entered Patrol strip``: the class, what it rests on, and
+    how many pixels it had to go on; ``3 people inside Verge (more than allowed)``."""
     label = str(f.get("label") or "object")
     if f.get("kind") == "presence":
         noun = {"person": "people", "unknown": "unidentified objects"}.get(label, f"{label}s")
@@ -282,7 +283,8 @@ def _thermal_summary(f: dict[str, object], place: str) -> str:
         why.append(f"{f['height_m']:.1f} m tall")
     if isinstance(f.get("speed_mps"), (int, float)):
         why.append(f"{f['speed_mps']:.1f} m/s")
-    because = f" ({', '.join(why)})" if why else ""
+    seen = f"{f['px_tall']:.0f} px, by {f.get('by', 'model')}" if isinstance(f.get("px_tall"), (int, float)) else ""
+    because = f" ({'; '.join(part for part in (', '.join(why), seen) if part)})" if why or seen else ""
     return f"{noun}{because} {what} {place}"
 
 

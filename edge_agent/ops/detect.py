@@ -156,14 +156,15 @@ def run_detect(
     stop = stop or threading.Event()
     detector = build_detector(config)
     detector.load()
-    pipeline = build_pipeline(config, detector)
+    geometry = CameraGeometry.of(camera)
+    pipeline = build_pipeline(config, detector, geometry)
     cam = ThermalCamera(camera.spec(pace="live" if is_live(camera.source) else "every"))
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     summary = DetectSummary()
     site = Site.from_config(config)
     engine = site.engine() if config.zones or config.lines else None
-    perception = CameraPerception(CameraGeometry.of(camera))
+    perception = CameraPerception(geometry)
     told: dict[int, tuple[str, bool]] = {}  # track id -> the class last printed
     cam.start(stop)
     last_ts, last_seq = time.time(), 0

@@ -140,7 +140,8 @@ def _run(config: AgentConfig, cam: CameraConfig, detector: Detector, name: str, 
     began = time.monotonic()
     truth = SceneTruth(scene)
     site = Site.from_config(config)
-    pipeline, perception = build_pipeline(config, detector), CameraPerception(CameraGeometry.of(cam))
+    geometry = CameraGeometry.of(cam)
+    pipeline, perception = build_pipeline(config, detector, geometry), CameraPerception(geometry)
     rules, fusion = site.engine(), site.fusion_engine()
     spec = cam.spec(pace="every")
     fps = scene.params.fps
@@ -193,7 +194,7 @@ def verdict(r: Rehearsal, min_pd: float | None, max_nuisance_per_h: float | None
 
 def _score_json(s: Score) -> dict[str, Any]:
     return {"pd": s.pd, "nuisance": len(s.nuisance), "nuisance_per_h": round(s.nuisance_per_h, 1),
-            "rules": s.per_place(), "range_pd": s.per_band(), "confusion": s.confusion,
+            "rules": s.per_place(), "range_pd": s.per_band(), "pixels_pd": s.per_px(), "confusion": s.confusion,
             "nuisance_alerts": [{"place": p, "kind": k, "t_s": t, "cause": c} for p, k, t, c in s.nuisance]}
 
 
@@ -202,7 +203,7 @@ def report_json(r: Rehearsal) -> dict[str, Any]:
     for run in r.runs:
         outcome = {(o[0].place, o[0].kind, o[0].actor, o[0].t): (o[1], o[2]) for o in run.score.outcomes}
         truth = [{"place": e.place, "kind": e.kind, "actor": e.actor, "actor_kind": e.actor_kind, "t_s": e.t,
-                  "distance_m": e.distance_m, "direction": e.direction,
+                  "distance_m": e.distance_m, "px_tall": e.px_tall, "direction": e.direction,
                   "outcome": outcome.get((e.place, e.kind, e.actor, e.t), ("not scored", None))[0],
                   "time_to_alert_s": outcome.get((e.place, e.kind, e.actor, e.t), ("", None))[1]}
                  for e in run.truth]
@@ -229,6 +230,7 @@ def _score_lines(s: Score) -> list[str]:
     for place, kind, t, cause in s.nuisance:
         lines.append(f"    nuisance {kind} at {place} {t:.1f} s: cause {cause}")
     lines.append("  range  " + "  ".join(f"{band} {_num(p)}" for band, p in s.per_band().items()))
+    lines.append("  pixels " + "  ".join(f"{band} {_num(p)}" for band, p in s.per_px().items()))
     if s.confusion:
         lines.append(f"  {'class of tracks':<18}" + "".join(f"{c:>9}" for c in CLASS_COLUMNS))
         for actor, cols in sorted(s.confusion.items()):
@@ -245,8 +247,9 @@ def report_table(r: Rehearsal) -> str:
             o = outcome.get((e.place, e.kind, e.actor, e.t))
             how = "not scored" if o is None else (f"alerted after {o[2]:+.1f} s" if o[2] is not None else o[1])
             direction = f" {e.direction}" if e.direction else ""
+            px = f" ({e.px_tall:.0f} px)" if e.px_tall is not None else ""
             out.append(f"  {e.t:6.1f} s  {e.place:<16} {e.kind}{direction} by {e.actor_kind} #{e.actor} at "
-                       f"{e.distance_m:.0f} m: {how}")
+                       f"{e.distance_m:.0f} m{px}: {how}")
         out += _score_lines(run.score)
         out.append("")
     out.append(f"total over {len(r.runs)} scenario(s):")

@@ -30,8 +30,10 @@ from sensors.sim import Actor, ThermalScene, TruthObject
 
 EARLY_S, LATE_S = 2.0, 10.0
 SCORED_KINDS = frozenset({"intrusion", "loitering", "line_crossing", "fused"})
-BANDS_M = ((0, 30), (30, 60), (60, 90), (90, 120), (120, 150))
-CLASS_COLUMNS = ("person", "vehicle", "animal", "unknown", "missed")
+BANDS_M = ((0, 30), (30, 60), (60, 90), (90, 120), (120, 150), (150, 200), (200, 300), (300, 400), (400, 600))
+BANDS_PX = ((0, 5), (5, 8), (8, 12), (12, 20), (20, 40), (40, 10_000))  # the person's height in pixels
+PERSON_M = {"crawling": 0.45}  # how tall a person is on the ground by gait (default 1.75 m x the actor's size)
+CLASS_COLUMNS = ("person", "vehicle", "animal", "unknown", "clutter", "missed")
 MIN_IOU = 0.3
 CAUSE_RADIUS_M = 10.0  # an alert further than this from every actor was raised by nothing in the scene
 TruthKind = Literal["entry", "exit", "loitering", "line_crossing", "presence"]
@@ -49,6 +51,7 @@ class TruthEvent:
     t: float  # seconds into the scene
     distance_m: float
     direction: str | None = None
+    px_tall: float | None = None  # how many pixels tall the person stands in the camera's view then
 
     @property
     def scored(self) -> bool:
@@ -141,7 +144,7 @@ def truth_events(truth: SceneTruth, engine: RuleEngine, plane: LocalPlane | None
             else:
                 u, v = scene.camera.project(gx, gy, np.zeros_like(gx))
                 x, y = np.asarray(u, np.float64), np.asarray(v, np.float64)
-            track = _Path(actor, times, present, x, y, np.hypot(gx, gy), t0)
+            track = _Path(actor, times, present, x, y, np.hypot(gx, gy), t0, _px_tall(scene, actor, gx, gy))
             out += _zone_truth(r, track) if isinstance(r, ZoneRule) else _line_truth(r, track)
             if isinstance(r, ZoneRule) and r.max_count is not None:
                 crowds.setdefault(r.id, []).append(track)
@@ -176,10 +179,20 @@ class _Path:
     y: np.ndarray
     distance: np.ndarray  # from the camera, metres
     t0: float
+    px_tall: np.ndarray  # the person's height in the image, pixels
 
     def event(self, place: str, kind: TruthKind, i: int, direction: str | None = None) -> TruthEvent:
+        px = float(self.px_tall[i])
         return TruthEvent(place, kind, self.actor.track_id, actor_kind(self.actor), float(self.times[i]),
-                          round(float(self.distance[i]), 1), direction)
+                          round(float(self.distance[i]), 1), direction, round(px, 1) if math.isfinite(px) else None)
+
+
+def _px_tall(scene: ThermalScene, actor: Actor, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """How many pixels tall a person stands (or lies) at each ground point, through the scene's own camera."""
+    height = PERSON_M.get(actor.gait, 1.75 * actor.size)
+    _, foot = scene.camera.project(gx, gy, np.zeros_like(gx))
+    _, head = scene.camera.project(gx, gy, np.full_like(gx, height))
+    return np.asarray(foot, np.float64) - np.asarray(head, np.float64)
 
 
 def _zone_truth(rule: ZoneRule, p: _Path) -> list[TruthEvent]:
@@ -383,6 +396,14 @@ class Score:
 
     def per_band(self) -> dict[str, float | None]:
         return {f"{lo}-{hi} m": pd([o for o in self.outcomes if lo <= o[0].distance_m < hi]) for lo, hi in BANDS_M}
+
+    def per_px(self) -> dict[str, float | None]:
+        """Pd by the person's height in pixels when it happened: what the camera had to go on."""
+        def label(lo: int, hi: int) -> str:
+            return f"{lo}+ px" if hi >= 10_000 else f"{lo}-{hi} px"
+
+        return {label(lo, hi): pd([o for o in self.outcomes if o[0].px_tall is not None and lo <= o[0].px_tall < hi])
+                for lo, hi in BANDS_PX}
 
 
 def pd(outcomes: Sequence[tuple[TruthEvent, Outcome, float | None]]) -> float | None:

@@ -26,6 +26,8 @@ class Placement:
     width_m: np.ndarray
     airborne: np.ndarray  # the foot is above the horizon
     cut: np.ndarray  # the box touches the frame's edge: its size is not the object's
+    range_step_m: np.ndarray  # metres of ground range per pixel down the image at the foot (how coarse range is)
+    camera_xy: tuple[float, float] | None = None  # the camera over the calibration's plane, where its pose is known
 
 
 @dataclass(slots=True)
@@ -60,6 +62,20 @@ class CameraGeometry:
             self._poses[size] = recover_pose(self.calibration, *size)
         return self._poses[size]
 
+    def person_px(self, size: tuple[int, int], height_m: float = 1.75) -> np.ndarray | None:
+        """How many pixels tall a person of ``height_m`` stands with their feet on each image row (at the image's
+        centre column), NaN where the row is above the horizon; None for an uncalibrated camera. What the heat
+        proposals take as the size of something real at each row."""
+        pose, cal = self.pose(size), self.calibration
+        if pose is None or cal is None:
+            return None
+        w, h = size
+        rows = np.arange(h, dtype=np.float64)
+        gx, gy = cal.pixel_to_ground(np.full(h, w / 2.0), rows)
+        _, top = pose.project(gx, gy, np.full(h, height_m))
+        out = rows - np.asarray(top, np.float64)
+        return np.where(np.isfinite(gx) & np.isfinite(out) & (out > 0), out, np.nan)
+
     def measure(self, xyxy: np.ndarray, size: tuple[int, int] | None = None) -> Placement:
         """Where boxes stand and how big they are (NaN where uncalibrated)."""
         xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
@@ -68,7 +84,7 @@ class CameraGeometry:
         nan = np.full(n, np.nan)
         cal = self.calibration
         if cal is None:
-            return Placement(u, v, nan, nan, nan, nan, nan, nan, np.zeros(n, bool), _cut(xyxy, size))
+            return Placement(u, v, nan, nan, nan, nan, nan, nan, np.zeros(n, bool), _cut(xyxy, size), nan)
         foot_u = (xyxy[:, 0] + xyxy[:, 2]) / 2.0
         cx, cy = cal.pixel_to_ground(foot_u, xyxy[:, 3])  # metres on the calibration's plane
         lat, lon = cal.pixel_to_latlon(u, v)
@@ -82,7 +98,11 @@ class CameraGeometry:
             with np.errstate(divide="ignore", invalid="ignore"):
                 height = (xyxy[:, 3] - xyxy[:, 1]) * width / (xyxy[:, 2] - xyxy[:, 0])
         airborne = ~np.isfinite(cx)
-        return Placement(u, v, np.asarray(lat), np.asarray(lon), cx, cy, height, width, airborne, _cut(xyxy, size))
+        nx, ny = cal.pixel_to_ground(foot_u, xyxy[:, 3] + 1.0)  # one pixel further down: nearer
+        step = np.hypot(nx - cx, ny - cy)
+        where = (float(pose.centre[0]), float(pose.centre[1])) if pose is not None else None
+        return Placement(u, v, np.asarray(lat), np.asarray(lon), cx, cy, height, width, airborne, _cut(xyxy, size),
+                         step, where)
 
 
 def _cut(xyxy: np.ndarray, size: tuple[int, int] | None, edge_px: float = 2.0) -> np.ndarray:

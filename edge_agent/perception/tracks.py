@@ -68,7 +68,7 @@ class CameraPerception:
                           ts=ts, bbox=tuple(float(v) for v in tracks.xyxy[i]),  # type: ignore[arg-type]
                           x=float(at.u[i]), y=float(at.v[i]), age_s=age_s, latlon=ll,
                           height_m=_finite(at.height_m[i]), settled=c.settled, width_m=c.width_m,
-                          speed_mps=c.speed_mps, reason=c.reason)
+                          speed_mps=c.speed_mps, reason=c.reason, by=c.by, px_tall=c.px_tall)
 
     def still(self, dets: Detections, size: tuple[int, int]) -> list[Classification]:
         """The class of each detection in a single image (no track, no speed)."""
@@ -80,11 +80,15 @@ class CameraPerception:
         out = []
         for i, label in enumerate(dets.labels()):
             finite = bool(np.isfinite(at.height_m[i]) and np.isfinite(at.width_m[i]))
+            seen = float(dets.seen[i])
+            step = float(at.range_step_m[i])
             out.append(Measurement(
                 ts, label, float(dets.confidence[i]), float(dets.xyxy[i, 3] - dets.xyxy[i, 1]),
                 float(at.height_m[i]) if finite else None, float(at.width_m[i]) if finite else None,
                 (float(at.cal_x[i]), float(at.cal_y[i])) if np.isfinite(at.cal_x[i]) else None,
-                bool(at.cut[i]), bool(at.airborne[i])))
+                bool(at.cut[i]), bool(at.airborne[i]), seen if np.isfinite(seen) else None,
+                (float((dets.xyxy[i, 0] + dets.xyxy[i, 2]) / 2.0), float(dets.xyxy[i, 3])), at.camera_xy,
+                step if np.isfinite(step) else None))
         return out
 
     def last(self, track_id: int) -> Classification | None:

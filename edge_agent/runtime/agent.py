@@ -135,8 +135,9 @@ class Agent:
             # one model for every camera: frames of several cameras inferred at once, served fairly
             self.engine = SharedEngine(detector, workers=cfg.detector.parallel).start()
             for cam_cfg in cams:
-                pipelines[cam_cfg.id] = build_pipeline(cfg, self.engine.client(cam_cfg.id))
-                perceptions[cam_cfg.id] = CameraPerception(CameraGeometry.of(cam_cfg))
+                geometry = CameraGeometry.of(cam_cfg)
+                pipelines[cam_cfg.id] = build_pipeline(cfg, self.engine.client(cam_cfg.id), geometry)
+                perceptions[cam_cfg.id] = CameraPerception(geometry)
                 cam = ThermalCamera(cam_cfg.spec(pace="live" if is_live(cam_cfg.source) or cam_cfg.loop
                                                  or "realtime=1" in cam_cfg.source else "every"))
                 self.cameras[cam_cfg.id] = cam
