@@ -371,20 +371,20 @@ def cmd_model_export(args: argparse.Namespace) -> int:
             path = models.export(root, fmt, size, force=args.force)
             print(f"{fmt} {size}: {path}")
     if "openvino" in formats and not args.no_int8:
-        from edge_agent.ops.quantize import QuantizeError, choose, export_int8
+        from edge_agent.ops.quantize import QuantizeError, provision_int8
 
         for size in sizes:
             try:
-                path = export_int8(root, size, force=args.force)
+                c = provision_int8(root, size, force=args.force, say=lambda line: print(line, flush=True))
             except QuantizeError as exc:
                 print(f"int8 {size}: not made: {exc}", file=sys.stderr)
                 continue
-            print(f"int8 {size}: {path}")
-            if args.force or models.chosen_precision(root, size) is None:
-                c = choose(root, size)
-                print(f"  {size}: FP32 {c.fp32_ms:.1f} ms, INT8 {c.int8_ms:.1f} ms per frame here ({c.cpu}); walkers "
-                      f"F1 {c.fp32_walkers_f1:.3f} / {c.int8_walkers_f1:.3f}, photographs' recall "
-                      f"{c.int8_photo_recall:.3f}: default {c.default} ({c.why})")
+            if c is None:
+                print(f"int8 {size}: {models.int8_path(root, size)}")
+                continue
+            print(f"  {size}: FP32 {c.fp32_ms:.1f} ms, INT8 {c.int8_ms:.1f} ms per frame here ({c.cpu}); walkers "
+                  f"F1 {c.fp32_walkers_f1:.3f} / {c.int8_walkers_f1:.3f}, photographs' recall "
+                  f"{c.int8_photo_recall:.3f} ({c.calibration} calibration): default {c.default} ({c.why})")
     return 0
 
 

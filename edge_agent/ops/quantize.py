@@ -5,7 +5,11 @@ made the default when its accuracy holds (``precision.json`` beside the exports;
 still name either).
 
 The detection head (its sigmoid and box decoding) stays in floating point, as ultralytics does for its own
-INT8 exports: quantizing the box regression costs localisation accuracy for little speed."""
+INT8 exports: quantizing the box regression costs localisation accuracy for little speed.
+
+Calibration is cheap first: a few frames per scene and NNCF's fast bias correction (seconds). Only where the
+measurement then shows INT8 losing accuracy against FP32 is the model quantized again the thorough way (more
+frames, full bias correction: minutes on a slow CPU), and measured again."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from edge_agent.perception.models import (
     DEFAULT_MODEL,
     PRECISION_FILE,
     ModelRelease,
+    chosen_precision,
     export_path,
     int8_path,
 )
@@ -38,7 +44,7 @@ from sensors.sim import SIM_OFFSET, SIM_SCALE, ThermalScene
 log = logging.getLogger(__name__)
 
 CALIBRATION_SCENES = ("border", "walkers", "crossing", "intrusion", "animals", "quiet")
-CALIBRATION_PER_SCENE = 24
+CALIBRATION_PER_SCENE = {"fast": 8, "full": 24}  # frames of each scene the calibration sees
 ACCURACY_TOLERANCE = 0.01  # INT8 may lose at most 1 point of F1 on the walkers and of recall on the photographs
 PHOTO_CONFIDENCE = 0.4  # the FP32 detections on a photograph that INT8 must find too
 
@@ -93,17 +99,18 @@ def photographs() -> dict[str, np.ndarray]:
     return {k: v for k, v in photos.items() if v is not None}
 
 
-def calibration_frames() -> list[np.ndarray]:
+def calibration_frames(per_scene: int = CALIBRATION_PER_SCENE["full"]) -> list[np.ndarray]:
     frames: list[np.ndarray] = []
     for name in CALIBRATION_SCENES:
         scene = ThermalScene.from_url(f"sim://{name}")
-        step = max(1, scene.frame_count // CALIBRATION_PER_SCENE)
-        frames += [g for g, _truth in scene_frames(name, step, CALIBRATION_PER_SCENE)]
+        step = max(1, scene.frame_count // per_scene)
+        frames += [g for g, _truth in scene_frames(name, step, per_scene)]
     return frames + list(photographs().values())
 
 
-def quantize(fp32_dir: Path, out_dir: Path, frames: list[np.ndarray]) -> Path:
-    """Write the INT8 model of ``fp32_dir`` (an OpenVINO export) to ``out_dir``."""
+def quantize(fp32_dir: Path, out_dir: Path, frames: list[np.ndarray], fast: bool = False) -> Path:
+    """Write the INT8 model of ``fp32_dir`` (an OpenVINO export) to ``out_dir``; ``fast``: NNCF's fast bias
+    correction (seconds) instead of the full one (minutes on a slow CPU)."""
     try:
         import nncf
         import openvino as ov
@@ -125,9 +132,8 @@ def quantize(fp32_dir: Path, out_dir: Path, frames: list[np.ndarray]) -> Path:
         if op.get_type_name() == "Sigmoid" or (head and op.get_friendly_name().startswith((f"{head}/", f"{head}.dfl")))
     ])
     dataset = nncf.Dataset(frames, lambda g: to_tensor(g, size)[0])
-    # full bias correction (not the fast one): measured on the walkers, F1 held at 320 only with it
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(frames),
-                              ignored_scope=ignored, fast_bias_correction=False)
+                              ignored_scope=ignored, fast_bias_correction=fast)
     with tempfile.TemporaryDirectory(prefix="edge-agent-int8-", dir=out_dir.parent) as tmp:
         work = Path(tmp) / out_dir.name
         work.mkdir()
@@ -207,10 +213,16 @@ class PrecisionChoice:
     cpu: str
     measured: str
     why: str
+    calibration: str = "full"  # fast | full: how the INT8 model measured here was calibrated
+
+    @property
+    def accuracy_holds(self) -> bool:
+        return (self.int8_walkers_f1 >= self.fp32_walkers_f1 - ACCURACY_TOLERANCE
+                and self.int8_photo_recall >= 1.0 - ACCURACY_TOLERANCE)
 
 
 def choose(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, seconds: float = 4.0,
-           record: bool = True) -> PrecisionChoice:
+           record: bool = True, calibration: str = "full") -> PrecisionChoice:
     """Measure FP32 and INT8 at ``imgsz`` here and (``record``) write the default into ``precision.json``."""
     base = YoloConfig(imgsz=imgsz, runtime="openvino", parallel=max(1, min(4, os.cpu_count() or 2)))
     fp32 = YoloDetector(base.model_copy(update={"model": export_path(models_dir, "openvino", imgsz, release)}))
@@ -231,7 +243,7 @@ def choose(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, 
         default, why = "fp32", f"INT8 is not faster on this CPU ({i_ms:.1f} vs {f_ms:.1f} ms)"
     choice = PrecisionChoice(imgsz, default, round(f_ms, 2), round(i_ms, 2), round(f_f1, 4), round(i_f1, 4),
                              round(recall, 4), per, cpu_flags(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             why)
+                             why, calibration)
     if not record:
         return choice
     path = export_path(models_dir, "openvino", imgsz, release).parent / PRECISION_FILE
@@ -241,10 +253,34 @@ def choose(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, 
     return choice
 
 
-def export_int8(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, force: bool = False) -> Path:
+def export_int8(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, force: bool = False,
+                calibration: str = "full") -> Path:
     dest = int8_path(models_dir, imgsz, release)
     if dest.exists() and not force:
         return dest
-    frames = calibration_frames()
-    log.info("quantizing the %d model to INT8 (NNCF, %d calibration frames)", imgsz, len(frames))
-    return quantize(export_path(models_dir, "openvino", imgsz, release), dest, frames)
+    frames = calibration_frames(CALIBRATION_PER_SCENE[calibration])
+    log.info("quantizing the %d model to INT8 (NNCF, %d calibration frames, %s bias correction)", imgsz,
+             len(frames), calibration)
+    return quantize(export_path(models_dir, "openvino", imgsz, release), dest, frames, fast=calibration == "fast")
+
+
+def provision_int8(models_dir: Path, imgsz: int, release: ModelRelease = DEFAULT_MODEL, force: bool = False,
+                   say: Callable[[str], None] = log.info) -> PrecisionChoice | None:
+    """The INT8 model at ``imgsz``, calibrated the fast way, measured against FP32 here, and calibrated again the
+    thorough way only where the fast one lost accuracy; the default precision recorded. None when both the model
+    and its measurement were already there."""
+    dest = int8_path(models_dir, imgsz, release)
+    if dest.exists() and not force and chosen_precision(models_dir, imgsz, release) is not None:
+        return None
+    t0 = time.monotonic()
+    export_int8(models_dir, imgsz, release, force=True, calibration="fast")
+    say(f"int8 {imgsz}: quantized with fast calibration in {time.monotonic() - t0:.0f} s: {dest}")
+    choice = choose(models_dir, imgsz, release, calibration="fast")
+    if not choice.accuracy_holds:
+        say(f"int8 {imgsz}: fast calibration lost accuracy ({choice.why}); calibrating again with full bias "
+            "correction")
+        t0 = time.monotonic()
+        export_int8(models_dir, imgsz, release, force=True, calibration="full")
+        say(f"int8 {imgsz}: quantized with full calibration in {time.monotonic() - t0:.0f} s")
+        choice = choose(models_dir, imgsz, release, calibration="full")
+    return choice
