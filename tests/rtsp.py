@@ -21,6 +21,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with GStreamer's bindings (gi); 
 SERVER = Path(__file__).resolve().with_name("rtsp_server.py")
 
 
+MARK_PX, MARK_BITS = 8, 10  # the frame number's mark: up to 1,024 frames
+
+
 @dataclass(frozen=True, slots=True)
 class SentScene:
     """What the camera sends: the grey frames in order (looped), their truth, and the raw file that holds them."""
@@ -46,14 +49,31 @@ class SentScene:
         return i, float(diff[i])
 
 
-def render_scene(url: str, folder: Path, fps: int = 10) -> SentScene:
-    """Render a ``sim://`` scene to 8-bit grey (the camera's own gain control) and write it as one raw file."""
+    def marked(self, image: np.ndarray) -> int:
+        """The sent frame an image shows, read from the mark ``render_scene(..., mark=True)`` put in its top left
+        corner: for realistic scenes, whose noise and drift differ more from frame to frame than a far person's
+        few pixels, so that no frame can be told by its picture."""
+        blocks = image[:MARK_PX, : MARK_BITS * MARK_PX].reshape(MARK_PX, MARK_BITS, MARK_PX).mean(axis=(0, 2))
+        return int(sum(1 << k for k, v in enumerate(blocks) if v > 127))
+
+
+def render_scene(url: str, folder: Path, fps: int = 10, mark: bool = False) -> SentScene:
+    """Render a ``sim://`` scene to 8-bit grey (the camera's own gain control; a scene that already streams
+    8-bit frames, like the realistic preset, as it is) and write it as one raw file. ``mark``: each frame's
+    number in its top left corner, one black or white 8 x 8 block a bit (whole blocks of the codec survive it;
+    the sky there is no ground for a target)."""
     scene = ThermalScene.from_url(url)
+    assert not mark or scene.frame_count <= 1 << MARK_BITS, f"{url}: too many frames to mark"
     frames, truths = [], []
     for i in range(scene.frame_count):
-        counts, truth = scene.render(i)
-        frames.append(ThermalFrame("sim", i, 0.0, counts, SIM_SCALE, SIM_OFFSET).gray8())
+        image, truth = scene.render(i)
+        frames.append(image if image.dtype == np.uint8 else
+                      ThermalFrame("sim", i, 0.0, image, SIM_SCALE, SIM_OFFSET).gray8())
         truths.append(truth)
+        if mark:
+            frames[-1] = frames[-1].copy()
+            for k in range(MARK_BITS):
+                frames[-1][:MARK_PX, k * MARK_PX:(k + 1) * MARK_PX] = 255 if (i >> k) & 1 else 0
     stack = np.stack(frames)
     path = folder / "frames.gray8"
     path.write_bytes(stack.tobytes())
