@@ -55,7 +55,8 @@ class _Request:
 
 @dataclass(slots=True)
 class EngineCounters:
-    served: int = 0
+    served: int = 0  # requests: whole frames and sets of crops
+    whole: int = 0  # whole frames through the model
     errors: int = 0
     wait_ms_total: float = 0.0
     max_wait_ms: float = 0.0
@@ -172,6 +173,7 @@ class SharedEngine:
                 if taken[0].cells is None:
                     assert taken[0].gray8 is not None
                     taken[0].result = self.detector.detect(taken[0].gray8)
+                    self.counters.whole += 1
                 else:
                     self._serve_cells(taken)
             except BaseException as exc:  # the callers' frames fail, the engine goes on

@@ -16,6 +16,7 @@ from detectors.base import Detector
 from detectors.engine import KEEPALIVE, MOTION, TRACKING, EngineStopped, SharedEngine
 from detectors.evaluate import match
 from detectors.types import Detections
+from detectors.verify import CELL_PX, PAD_VALUE
 from detectors.yolo import YoloConfig, YoloDetector
 from edge_agent.ops.quantize import photographs
 from edge_agent.perception.models import int8_path
@@ -188,3 +189,72 @@ def test_a_lone_frame_runs_on_all_threads_and_frames_side_by_side_share_the_stre
             t.join(30)
     assert not errors
     assert all(same(r) for r in results)
+
+
+class Quadrants(Detector):
+    """A stand-in crops model: in each quarter of its input that is not the mosaic's grey, one box whose confidence
+    is that quarter's value (so each crop's answer can be told apart); counts its inferences."""
+
+    name = "quadrants"
+
+    def __init__(self) -> None:
+        self.inputs: list[np.ndarray] = []
+
+    def detect(self, gray8: np.ndarray) -> Detections:
+        self.inputs.append(gray8)
+        half = gray8.shape[0] // 2
+        boxes, conf = [], []
+        for r in range(2):
+            for c in range(2):
+                v = int(gray8[r * half + half // 2, c * half + half // 2])
+                if v != PAD_VALUE:
+                    x, y = c * half + half // 4, r * half + half // 4
+                    boxes.append([x, y, x + half // 2, y + half // 2])
+                    conf.append(v / 255.0)
+        return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(conf, np.float32),
+                          np.zeros(len(conf), np.int64))
+
+
+class Held(Detector):
+    """A whole-frame model that holds the engine's one worker until it is let go."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def detect(self, gray8: np.ndarray) -> Detections:
+        self.entered.set()
+        self.go.wait(10)
+        return Detections.empty()
+
+
+def test_crops_of_two_cameras_waiting_together_share_one_mosaic_and_each_gets_its_own_boxes() -> None:
+    whole, crops = Held(), Quadrants()
+    engine = SharedEngine(whole, workers=1, crops=crops)
+    engine.start()
+    results: dict[str, list[Detections]] = {}
+    try:
+        blocker = threading.Thread(target=engine.detect, args=("mast-a", np.zeros((64, 64), np.uint8)))
+        blocker.start()
+        assert whole.entered.wait(5)  # the one worker is busy with a whole frame
+
+        def cells(name: str, values: list[int]) -> None:
+            results[name] = engine.detect_cells(name, [np.full((CELL_PX, CELL_PX), v, np.uint8) for v in values],
+                                                2)
+
+        waiting = [threading.Thread(target=cells, args=("mast-b", [40])),
+                   threading.Thread(target=cells, args=("mast-c", [80, 200]))]
+        for t in waiting:
+            t.start()
+        assert wait_for(lambda: len(engine._pending) == 2, 5)  # both cameras' crops queued behind it
+        whole.go.set()
+        for t in [blocker, *waiting]:
+            t.join(5)
+    finally:
+        engine.stop()
+    assert len(crops.inputs) == 1 and crops.inputs[0].shape == (2 * CELL_PX, 2 * CELL_PX)  # one inference
+    assert [round(float(d.confidence[0]) * 255) for d in results["mast-b"]] == [40]
+    assert [round(float(d.confidence[0]) * 255) for d in results["mast-c"]] == [80, 200]
+    c = engine.counters
+    assert (c.crops, c.mosaics, c.shared_mosaics, c.whole, c.served) == (3, 1, 1, 1, 3)

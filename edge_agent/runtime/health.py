@@ -65,6 +65,7 @@ def camera_loads(core: Core, loads: dict[str, CameraLoad]) -> dict[str, Any]:
 def engine_report(engine: SharedEngine) -> dict[str, Any]:
     c = engine.counters
     return {"workers": engine.workers, "served": c.served, "errors": c.errors,
+            "whole_frames": c.whole, "crops": c.crops, "mosaics": c.mosaics, "shared_mosaics": c.shared_mosaics,
             "frames": engine.detector.inference_modes(),
             "wait_ms_mean": round(c.wait_ms_total / c.served, 1) if c.served else None,
             "wait_ms_max": round(c.max_wait_ms, 1),
