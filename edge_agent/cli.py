@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_agent import __version__
+from edge_agent.config import DEFAULT_PREFIX
 from edge_agent.paths import ConfigError
 from edge_agent.verbs import (
     UsageError,
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     def broker_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--broker", metavar="HOST[:PORT]", help="the command post's broker")
         p.add_argument("-c", "--config", help="take broker settings from this config's mqtt section")
-        p.add_argument("--prefix", default="border", help="first topic level (default border)")
+        p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"first topic level (default {DEFAULT_PREFIX})")
         p.add_argument("--ca", help="CA file: connect with TLS")
         p.add_argument("--cert", help="client certificate (mutual TLS)")
         p.add_argument("--key", help="client key")
