@@ -89,6 +89,22 @@ def test_the_rules_see_a_forbidden_import_and_a_circle(tmp_path: Path) -> None:
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
+def imports_of_tests(paths: list[Path]) -> list[str]:
+    """Where these benchmark files import a test module, one line each."""
+    found = [f"{p.name}:{line}: imports {name}" for p in paths for line, name in imports(p, f"benchmarks.{p.stem}")
+             if within(name, "tests")]
+    return list(dict.fromkeys(found))  # one line per import statement, not per name it takes
+
+
+def test_no_benchmark_imports_a_test_module(tmp_path: Path) -> None:
+    """A benchmark stands on the product and ``benchmarks/testbed.py``, never on ``tests/``: the tests change
+    freely, and ``./dev bench`` must not break when they do. The probe shows the check can fail."""
+    probe = tmp_path / "bench_probe.py"
+    probe.write_text("import tests.brokers\nfrom tests import conftest\nfrom benchmarks.testbed import wait_for\n")
+    assert len(imports_of_tests([probe])) == 2
+    assert imports_of_tests(sources("benchmarks")) == []
+
+
 def _verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
     """Every verb and sub-verb of the argparse tree with its help text."""
     out = []
