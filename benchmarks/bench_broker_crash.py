@@ -31,14 +31,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.testbed import MOSQUITTO, Collector, Mosquitto, shipped_persistence, wait_for  # noqa: E402
+from edge_agent.config import DEFAULT_PREFIX  # noqa: E402
 from edge_agent.config.mqtt import MqttConfig  # noqa: E402
 from edge_agent.contract.alert import Alert, Evidence  # noqa: E402
 from edge_agent.contract.ids import new_ulid  # noqa: E402
+from edge_agent.contract.topics import BoxTopics  # noqa: E402
 from edge_agent.delivery.publisher import Publisher  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402
-from tests.brokers import MOSQUITTO, Collector, Mosquitto, shipped_persistence, wait_for  # noqa: E402
 
-TOPIC = "border/bench/box1/alerts"
+SITE, BOX = "bench", "box1"
+TOPIC = BoxTopics.of(DEFAULT_PREFIX, SITE, BOX).alerts
 SETTINGS: list[tuple[str, list[str]]] = [
     ("default (save every 1800 s)", ["persistence true", "max_queued_messages 100000"]),
     ("autosave_interval 1", ["persistence true", "autosave_interval 1", "max_queued_messages 100000"]),
@@ -70,7 +73,7 @@ def mosquitto_version() -> str:
 def make_alert(i: int) -> Alert:
     now = time.time()
     ev = Evidence("md-1", "metal", now, (("event", "ALARM"), ("level", 80), ("zone", 1)))
-    return Alert(new_ulid(now), new_ulid(now), "bench", "box1", now, "metal", "high", "new", None, None, (ev,),
+    return Alert(new_ulid(now), new_ulid(now), SITE, BOX, now, "metal", "high", "new", None, None, (ev,),
                  f"alert {i}")
 
 
@@ -111,7 +114,7 @@ def crash(tmp: Path, persistence: list[str], total: int, rate: float, receipts: 
     by = "cp-bench" if receipts else None
     cp_id = f"cp-bench-{time.time_ns()}"
     away = Collector(broker.port, TOPIC, client_id=cp_id, receipts_by=by)
-    pub = Publisher(cfg, "bench", "box1", store)
+    pub = Publisher(cfg, SITE, BOX, store)
     committed: list[str] = []
     cp_back = threading.Event()
     fed: list[float] = []
@@ -172,7 +175,7 @@ def queue_cost(tmp: Path, persistence: list[str], n: int) -> tuple[float, int]:
     broker = Mosquitto(persistence=persistence).start()
     store = IncidentStore(tmp / "incidents.db")
     away = Collector(broker.port, TOPIC, client_id=f"cp-cost-{time.time_ns()}")
-    pub = Publisher(MqttConfig(host="127.0.0.1", port=broker.port), "bench", "box1", store)
+    pub = Publisher(MqttConfig(host="127.0.0.1", port=broker.port), SITE, BOX, store)
     try:
         if not away.subscribed.wait(10):
             raise RuntimeError("the command post did not subscribe")

@@ -45,14 +45,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("EDGE_AGENT_HOME", str(ROOT / ".state"))
 
+from benchmarks.testbed import Mosquitto  # noqa: E402
+from edge_agent.config import DEFAULT_PREFIX  # noqa: E402
 from edge_agent.contract.ids import parse_time  # noqa: E402
+from edge_agent.contract.topics import BoxTopics  # noqa: E402
 from edge_agent.ops.quantize import cpu_flags  # noqa: E402
-from tests.brokers import Mosquitto  # noqa: E402
 
 EXE = str(Path(sys.executable).with_name("edge-agent"))
 FPS = 5.0
 HOLD_RATE = 0.95 * FPS
 HOLD_AGE_MS = 1000.0
+SITE, BOX = "bench", "capacity"
+TOPICS = BoxTopics.of(DEFAULT_PREFIX, SITE, BOX)
 CALIBRATION: list[dict[str, list[float]]] = [  # the demo's border camera
     {"pixel": [40, 469], "latlon": [46.5501078, 15.6499478]},
     {"pixel": [600, 469], "latlon": [46.5501078, 15.6500522]},
@@ -81,7 +85,7 @@ def box_config(tmp: Path, port: int, size: int, busy: int, quiet: int, precision
                       "entry": True, "cooldown_s": 0, "filters": {"labels": ["person"], "unknown": "same"}})
         # each entry its own incident (closed 1 s after its evidence), so that alerts keep coming to be timed
         fusion.append({"id": f"near{i:02d}", "place": f"near{i:02d}", "window_s": 1, "quiet_s": 1, "cooldown_s": 0})
-    cfg = {"site": "bench", "box": "capacity", "state_dir": os.environ["EDGE_AGENT_HOME"],  # the provisioned models
+    cfg = {"site": SITE, "box": BOX, "state_dir": os.environ["EDGE_AGENT_HOME"],  # the provisioned models
            "incident_log": {"path": str(tmp / "incidents.db")},
            "detector": {"model": "default", "imgsz": size, "precision": precision, "runtime": runtime,
                         "lone_latency": lone_latency},
@@ -102,8 +106,7 @@ class Listener:
 
     def start(self) -> Listener:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-capacity-{os.getpid()}")
-        self.client.on_connect = lambda c, *_a: c.subscribe([("border/bench/capacity/health", 0),
-                                                              ("border/bench/capacity/alerts", 1)])
+        self.client.on_connect = lambda c, *_a: c.subscribe([(TOPICS.health, 0), (TOPICS.alerts, 1)])
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()

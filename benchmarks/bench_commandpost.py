@@ -57,11 +57,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("EDGE_AGENT_HOME", str(ROOT / ".state"))
 
 from benchmarks.bench_broker_crash import cpu_line, mosquitto_version  # noqa: E402
+from benchmarks.testbed import Mosquitto, wait_for  # noqa: E402
+from edge_agent.config import DEFAULT_PREFIX  # noqa: E402
 from edge_agent.contract.alert import Alert, AlertKind, Evidence, Severity  # noqa: E402
 from edge_agent.contract.ids import iso_ms, new_ulid  # noqa: E402
-from tests.brokers import Mosquitto, wait_for  # noqa: E402
+from edge_agent.contract.topics import BoxTopics, subscription  # noqa: E402
 
-PREFIX = "border"
+PREFIX = DEFAULT_PREFIX
 GUARD, PASSWORD = "bench-guard", "bench-password-1"
 HEALTH_EVERY_S = 30.0
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high")  # and every 10th critical
@@ -130,8 +132,9 @@ class Box:
     lat: float
     lon: float
 
-    def topic(self, leaf: str) -> str:
-        return f"{PREFIX}/{self.site}/{self.box}/{leaf}"
+    @property
+    def topics(self) -> BoxTopics:
+        return BoxTopics.of(PREFIX, self.site, self.box)
 
 
 def make_boxes(n: int) -> list[Box]:
@@ -169,7 +172,7 @@ class Fleet:
         self.sent = 0
         for b in boxes:
             status = {"state": "online", "ts": iso_ms(time.time()), "version": "0.1.0"}
-            self.client.publish(b.topic("status"), json.dumps(status), qos=1, retain=True)
+            self.client.publish(b.topics.status, json.dumps(status), qos=1, retain=True)
         self.thread = threading.Thread(target=self._run, name="fleet", daemon=True)
         self.thread.start()
 
@@ -181,7 +184,7 @@ class Fleet:
             at, i = heapq.heappop(due)
             if self.stop.wait(max(0.0, at - time.monotonic())):
                 return
-            self.client.publish(self.boxes[i].topic("health"), health(self.boxes[i], started, rng), qos=0)
+            self.client.publish(self.boxes[i].topics.health, health(self.boxes[i], started, rng), qos=0)
             self.sent += 1
             heapq.heappush(due, (at + HEALTH_EVERY_S, i))
 
@@ -226,7 +229,7 @@ class AlertSource:
         a = make_alert(self.count, self.boxes[(self.count * 7) % len(self.boxes)], critical)
         self.count += 1
         self.published[a.alert_id] = now_ms()
-        self.client.publish(f"{PREFIX}/{a.site}/{a.box}/alerts", a.to_json(), qos=1)
+        self.client.publish(BoxTopics.of(PREFIX, a.site, a.box).alerts, a.to_json(), qos=1)
         return a.alert_id
 
     def run(self, n: int, rate: float) -> threading.Thread:
@@ -259,7 +262,7 @@ class Receipts:
         self.client.on_message = self._receipt
         self.client.on_subscribe = lambda *_a: self.ready.set()
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"{PREFIX}/+/+/receipts", qos=1)
+        self.client.subscribe(subscription(PREFIX).receipts, qos=1)
         self.client.loop_start()
         if not self.ready.wait(10):
             raise RuntimeError("the receipts subscription was not confirmed in 10 s")

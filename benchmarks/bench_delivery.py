@@ -27,15 +27,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_agent.config import DEFAULT_PREFIX  # noqa: E402
 from edge_agent.config.agent import parse_config  # noqa: E402
 from edge_agent.config.mqtt import MqttConfig  # noqa: E402
 from edge_agent.contract.alert import Alert, Evidence  # noqa: E402
 from edge_agent.contract.ids import new_ulid  # noqa: E402
+from edge_agent.contract.topics import BoxTopics  # noqa: E402
 from edge_agent.delivery.publisher import Publisher  # noqa: E402
 from edge_agent.demo.brokers import LocalBroker, free_port  # noqa: E402
 from edge_agent.demo.script import pmdet  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402
 from edge_agent.runtime.agent import Agent  # noqa: E402
+
+SITE, BOX = "bench", "b1"
+ALERTS = BoxTopics.of(DEFAULT_PREFIX, SITE, BOX).alerts
 
 
 class Sub:
@@ -93,7 +98,7 @@ def bare_mqtt(port: int, n: int) -> list[float]:
 def agent_latency(port: int, n: int, state: Path) -> list[float]:
     udp = free_port()
     cfg = parse_config(json.dumps({
-        "site": "bench", "box": "b1", "state_dir": str(state),
+        "site": SITE, "box": BOX, "state_dir": str(state),
         "zones": [{"id": "gate", "space": "geo", "polygon": [[46.55, 15.65], [46.55, 15.6502], [46.5502, 15.6502],
                                                              [46.5502, 15.65]]}],
         "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
@@ -104,7 +109,7 @@ def agent_latency(port: int, n: int, state: Path) -> list[float]:
     }))
     agent = Agent(cfg)
     agent.start()
-    sub = Sub(port, "border/bench/b1/alerts")
+    sub = Sub(port, ALERTS)
     assert agent.publisher is not None and agent.publisher.connected.wait(10)
     lat = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -128,10 +133,10 @@ def replay(port: int, n: int, state: Path) -> tuple[float, float, int]:
     now = time.time()
     for i in range(n):  # committed during the outage, as the agent does
         ev = Evidence("md-1", "metal", now, (("event", "ALARM"), ("level", 80), ("zone", 1)))
-        store.queue_alert(Alert(new_ulid(now), new_ulid(now), "bench", "b1", now, "metal",
+        store.queue_alert(Alert(new_ulid(now), new_ulid(now), SITE, BOX, now, "metal",
                                 "critical" if i % 10 == 0 else "medium", "new", None, None, (ev,), f"alert {i}"))
-    sub = Sub(port, "border/bench/b1/alerts")
-    pub = Publisher(MqttConfig(host="127.0.0.1", port=port), "bench", "b1", store)
+    sub = Sub(port, ALERTS)
+    pub = Publisher(MqttConfig(host="127.0.0.1", port=port), SITE, BOX, store)
     t0 = time.perf_counter()
     pub.start()  # the broker is back
     while store.backlog()[0] and time.perf_counter() - t0 < 300:

@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.testbed import log_incident  # noqa: E402
 from edge_agent.contract.alert import SEVERITIES, Evidence  # noqa: E402
 from edge_agent.contract.ids import new_ulid  # noqa: E402
 from edge_agent.incidents import review  # noqa: E402
 from edge_agent.incidents.schema import SEV_RANK  # noqa: E402
 from edge_agent.incidents.store import IncidentStore  # noqa: E402
-from tests.incidents import log_incident  # noqa: E402
 
 ZONES = ["strip", "fence", "gate", "ford", "track", "ridge", "culvert", "bridge"]
 KINDS = ["intrusion", "loitering", "line_crossing", "metal", "radio", "fused", "sensor_fault"]

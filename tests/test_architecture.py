@@ -1,6 +1,7 @@
 """The checks that keep the house in order: imports go one way and never in a circle (read from the source with
-``ast``, nothing is imported; ``tests/house.py``), every CLI verb has help and a README row, the package root
-does no work, mypy is clean over all the code and ``type: ignore`` does not creep back."""
+``ast``, nothing is imported; ``tests/house.py``), benchmarks import no test module, every CLI verb has help and
+a README row, every path the README names exists, the package root does no work, mypy is clean over all the
+code and ``type: ignore`` does not creep back."""
 
 from __future__ import annotations
 
@@ -89,6 +90,22 @@ def test_the_rules_see_a_forbidden_import_and_a_circle(tmp_path: Path) -> None:
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
+def imports_of_tests(paths: list[Path]) -> list[str]:
+    """Where these benchmark files import a test module, one line each."""
+    found = [f"{p.name}:{line}: imports {name}" for p in paths for line, name in imports(p, f"benchmarks.{p.stem}")
+             if within(name, "tests")]
+    return list(dict.fromkeys(found))  # one line per import statement, not per name it takes
+
+
+def test_no_benchmark_imports_a_test_module(tmp_path: Path) -> None:
+    """A benchmark stands on the product and ``benchmarks/testbed.py``, never on ``tests/``: the tests change
+    freely, and ``./dev bench`` must not break when they do. The probe shows the check can fail."""
+    probe = tmp_path / "bench_probe.py"
+    probe.write_text("import tests.brokers\nfrom tests import conftest\nfrom benchmarks.testbed import wait_for\n")
+    assert len(imports_of_tests([probe])) == 2
+    assert imports_of_tests(sources("benchmarks")) == []
+
+
 def _verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
     """Every verb and sub-verb of the argparse tree with its help text."""
     out = []
@@ -112,6 +129,30 @@ def test_every_verb_has_help_and_a_readme_row() -> None:
     missing_row = [" ".join(v) for v in leaves
                    if not any(re.match(rf"\| `edge-agent {re.escape(' '.join(v))}( |`)", r) for r in rows)]
     assert missing_row == [], f"verbs without a row in the README's command table: {missing_row}"
+
+
+README_SPAN = re.compile(r"`([\w-][\w.-]*(?:/[\w.-]+)+/?)`")  # a token with a '/' that does not start with '.'
+
+
+def _in_checkout(path: str) -> bool:
+    """From the root, or from edge_agent/ (the README's map names the packages without it)."""
+    return any((base / path).exists() for base in (ROOT, ROOT / "edge_agent"))
+
+
+def readme_paths(text: str) -> list[str]:
+    """The paths the README names in backticks: a token with a '/' that ends in .py or whose first part is in the
+    checkout. A topic (``border/s1/b1/alerts``), a URL or a folder made at run time (``.state/``) is none."""
+    found = (t for t in README_SPAN.findall(text) if t.endswith(".py") or _in_checkout(t.split("/")[0]))
+    return list(dict.fromkeys(found))
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    """The README is where a newcomer starts: a file it names that has moved sends them nowhere."""
+    probe = "`sensors/simdraw.py` `runtime/core.py` `gone/away.py` `border/s1/b1/alerts` `sim://x/y` `.state/web/`"
+    assert readme_paths(probe) == ["sensors/simdraw.py", "runtime/core.py", "gone/away.py"]
+    named = readme_paths((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(named) >= 20
+    assert [p for p in named if not _in_checkout(p)] == []
 
 
 def test_the_package_root_does_no_work() -> None:

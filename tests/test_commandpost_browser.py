@@ -3,7 +3,9 @@ boxes (``edge-agent run``) and the real ``edge-agent command-post``: sign in, bo
 on the map, a metal alarm and a person in the zone make a fused alert appear within 2 s, the critical banner,
 the snapshot, Ack as a guard reaches the box's incident log, a viewer has no Ack, a killed box turns offline,
 an alert whose summary holds markup shows as text, and the page asks nothing of anyone but the command post.
-Screenshots of the board and the map are kept in .artifacts/commandpost/."""
+Screenshots of the board and the map go to a pytest temporary folder (pytest-of-USER/pytest-N/commandpost0 under
+the system's temp folder: tests write nothing into the checkout), or to $EDGE_AGENT_ARTIFACTS/commandpost/ when
+that names a folder to keep them in."""
 
 from __future__ import annotations
 
@@ -31,7 +33,6 @@ from tests.brokers import ROOT, Mosquitto, free_port, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXE = str(Path(sys.executable).with_name("edge-agent"))
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("EDGE_AGENT_ARTIFACTS", ROOT / ".artifacts")) / "commandpost"
 PASSWORDS = {"guard1": "guard-pass-1", "viewer1": "viewer-pass-1"}
 
 
@@ -97,6 +98,17 @@ class CommandPost:
             self.proc.kill()
             _out, err = self.proc.communicate()
         return err
+
+
+@pytest.fixture()
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: $EDGE_AGENT_ARTIFACTS/commandpost when set (to keep them), else a pytest
+    temporary folder (pytest keeps the last few runs' ones), never the checkout."""
+    named = os.environ.get("EDGE_AGENT_ARTIFACTS")
+    folder = Path(named) / "commandpost" if named else tmp_path_factory.mktemp("commandpost")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots: {folder}")  # shown with -s, or when the test fails
+    return folder
 
 
 @pytest.fixture()
@@ -172,11 +184,10 @@ def _hostile_alert(port: int) -> dict[str, Any]:
     return payload
 
 
-def test_guards_see_boxes_alerts_and_ack_in_a_real_browser(world: dict[str, Any]) -> None:
+def test_guards_see_boxes_alerts_and_ack_in_a_real_browser(world: dict[str, Any], artifacts: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     cp, udp, boxes = world["cp"], world["udp"], world["boxes"]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -201,11 +212,11 @@ def test_guards_see_boxes_alerts_and_ack_in_a_real_browser(world: dict[str, Any]
             assert fused is not None
             # when it was first drawn as fused (the intrusion alert may have become the fused one: 'updated')
             shown_ms = page.evaluate(f"window.__cp.kinds.get('{fused['id']}/fused')")
-            (ARTIFACTS / "fused-latency.json").write_text(json.dumps({"alarm_to_page_s": shown_ms / 1000 - sent}))
+            (artifacts / "fused-latency.json").write_text(json.dumps({"alarm_to_page_s": shown_ms / 1000 - sent}))
             assert shown_ms / 1000 - sent <= 2.0, f"fused alert shown {shown_ms / 1000 - sent:.2f} s after the alarm"
             assert "sev-critical" in fused["cls"]
             assert page.is_visible("#banner") and "critical" in page.inner_text("#banner-text")
-            page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "board.png"), full_page=True)
 
             # the detail: snapshot, evidence, its place on the map
             page.click(f"#alerts tr[data-alert-id='{fused['id']}']")
@@ -214,7 +225,7 @@ def test_guards_see_boxes_alerts_and_ack_in_a_real_browser(world: dict[str, Any]
                                    " return !i.hidden && i.complete && i.naturalWidth > 0; }", timeout=30_000)
             evidence = page.inner_text("#d-evidence")
             assert "md-gate" in evidence and "thermal" in evidence
-            page.locator("#map").screenshot(path=str(ARTIFACTS / "map.png"))
+            page.locator("#map").screenshot(path=str(artifacts / "map.png"))
 
             # a viewer sees the board but has no Ack
             viewer = _sign_in(browser, cp.url, "viewer1")
@@ -255,7 +266,7 @@ def test_guards_see_boxes_alerts_and_ack_in_a_real_browser(world: dict[str, Any]
             boxes["boxb"].wait(10)
             assert wait_for(lambda: _box_state(page, "t/boxb").startswith("offline"), 30)
             assert page.locator(".box-warning[data-box='t/boxb']").is_visible()
-            page.screenshot(path=str(ARTIFACTS / "board-box-offline.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "board-box-offline.png"), full_page=True)
 
             # nothing was asked of anyone but the command post
             for p in (page, viewer):

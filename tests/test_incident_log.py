@@ -22,6 +22,7 @@ import pytest
 import shapely.geometry
 import sqlite_utils
 
+from benchmarks.testbed import log_incident
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.contract.ids import new_ulid
@@ -34,7 +35,6 @@ from edge_agent.incidents.sensorlog import Rejected
 from edge_agent.incidents.store import IncidentStore
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT
-from tests.incidents import log_incident
 from tests.scenes import scripted_zone_events
 from tests.test_fusion import Harness, pmdet, radio
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from shapely.geometry import LineString, Point, Polygon, shape
 
+from benchmarks.testbed import log_incident
 from edge_agent.config.agent import load_config, parse_config
 from edge_agent.core.site import Site
 from edge_agent.core.sitemap import FOOTPRINT_MAX_RANGE_M, SCHEMA, encode_site_map, site_map
@@ -29,7 +30,6 @@ from geofences.geo import GeoCalibration, GroundControlPoint, LocalPlane, distan
 from sensors.sim import CameraModel, ThermalScene
 from tests.brokers import Collector, Mosquitto, free_port, wait_for
 from tests.conftest import ROOT, run_cli
-from tests.incidents import log_incident
 
 DEMO = ROOT / "configs" / "demo.yaml"
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z

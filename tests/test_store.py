@@ -36,7 +36,7 @@ def test_rejected_lines_of_a_feed_are_kept_in_the_database(tmp_path: Path) -> No
 
 
 def test_incidents_a_killed_run_left_open_are_closed_and_their_alerts_go_out_closed(tmp_path: Path) -> None:
-    from tests.incidents import log_incident
+    from benchmarks.testbed import log_incident
 
     store = IncidentStore(tmp_path / "incidents.db")
     left = log_incident(store, NOW)

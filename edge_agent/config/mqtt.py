@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edge_agent.config import DEFAULT_PREFIX
 from edge_agent.config.fields import Flag, Ident, Real, Strict, Whole
 
 
@@ -31,7 +32,7 @@ class MqttConfig(Strict):
 
     host: str = Field(min_length=1, description="Broker host name or address.")
     port: Whole | None = Field(None, ge=1, le=65535, description="Default 1883, or 8883 with tls.")
-    prefix: Ident = Field("border", description="First topic level: {prefix}/{site}/{box}/...")
+    prefix: Ident = Field(DEFAULT_PREFIX, description="First topic level: {prefix}/{site}/{box}/...")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version.")
     client_id: Ident | None = Field(None, description="Default edge-agent-{site}-{box}.")
     username: str | None = Field(None, description="Broker user name (with mutual TLS: the certificate's CN).")

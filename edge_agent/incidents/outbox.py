@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edge_agent.contract.acks import Receipt
+from edge_agent.contract.topics import OUTBOX_ALERTS
 from edge_agent.incidents.connection import LogConnection
 
 ReceiptOutcome = Literal["recorded", "repeated", "unknown"]  # unknown: no published row of that alert and state
@@ -21,7 +22,7 @@ RECEIPT_RETRY_MAX_S = 3600.0  # a row still without a receipt is published again
 class OutboxItem:
     seq: int
     alert_id: str
-    topic: str  # relative to the box's topic root: "alerts" or "snapshots/{alert_id}"
+    topic: str  # relative to the box's topic root: OUTBOX_ALERTS or outbox_snapshot(alert_id)
     state: str
     payload: bytes
     qos: int
@@ -85,8 +86,8 @@ class Outbox:
             if receipt_timeout_s is not None:
                 self.conn.db.execute(
                     f"UPDATE outbox SET receipt_due = ? + MIN(? * (1 << MIN(MAX(attempts, 1) - 1, 20)), ?) "
-                    f"WHERE seq IN ({marks}) AND topic = 'alerts' AND receipt IS NULL",
-                    [ts, receipt_timeout_s, max(receipt_timeout_s, RECEIPT_RETRY_MAX_S), *seqs])
+                    f"WHERE seq IN ({marks}) AND topic = ? AND receipt IS NULL",
+                    [ts, receipt_timeout_s, max(receipt_timeout_s, RECEIPT_RETRY_MAX_S), *seqs, OUTBOX_ALERTS])
 
     def record_receipt(self, receipt: Receipt, received: float | None = None) -> ReceiptOutcome:
         """A command post stored this state of this alert: every published row of it is done (delivered too, in
@@ -96,8 +97,8 @@ class Outbox:
         gets one box's messages in order and answers in order, so their copies were lost (a broker that died
         before it saved them) and waiting out their timeout would only delay them."""
         received = time.time() if received is None else received
-        match = "alert_id = ? AND state = ? AND topic = 'alerts' AND attempts > 0"
-        args = [receipt.alert_id, receipt.state]
+        match = "alert_id = ? AND state = ? AND topic = ? AND attempts > 0"
+        args = [receipt.alert_id, receipt.state, OUTBOX_ALERTS]
         with self.conn.tx():
             db = self.conn.db
             published = db.execute(f"SELECT MIN(last_attempt) FROM outbox WHERE {match}", args).fetchone()[0]

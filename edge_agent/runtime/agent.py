@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.engine import SharedEngine
+from edge_agent.config import DEFAULT_PREFIX
 from edge_agent.config.agent import AgentConfig, load_config
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert
@@ -118,7 +119,7 @@ class Agent:
 
     def start(self) -> None:
         cfg = self._config
-        self.root = topic_root(cfg.mqtt.prefix if cfg.mqtt else "border", cfg.site, cfg.box)
+        self.root = topic_root(cfg.mqtt.prefix if cfg.mqtt else DEFAULT_PREFIX, cfg.site, cfg.box)
         self.store = IncidentStore(cfg.db_path, max_rejects=cfg.incident_log.max_rejects,
                                    snapshot_max_bytes=cfg.incident_log.snapshot_max_kb * 1024)
         disk = DiskGuard(cfg.db_path.parent, int(cfg.incident_log.reserve_mb * 2**20))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
+from benchmarks.testbed import log_incident
 from edge_agent.incidents.store import IncidentStore
-from tests.incidents import log_incident
 
 
 def main() -> None:
