@@ -6,6 +6,9 @@ Nuisance alarms are what make guards stop trusting a system, so every rule is de
   outside the zone grown by ``margin``; walking along an edge or a box jittering across it changes nothing;
 - inertia: the anchor must be on the new side for ``min_frames`` frames in a row, and the track must be at
   least ``min_age_s`` old;
+- a crossing is a foot that moved, not a box that changed: a track whose height jumped between its last point
+  on the old side and the new one (legs hidden behind a bank, its box merged with an animal's) has not crossed
+  until it is its own size again on the new side, or has stayed there ``SIZE_HOLD_S``;
 - filters: label, minimum confidence and minimum box height; a track that fails them counts as nowhere;
 - schedules: a rule outside its active hours updates its state but says nothing;
 - cooldown: one event of a kind per zone and track per ``cooldown_s``.
@@ -14,6 +17,7 @@ Nuisance alarms are what make guards stop trusting a system, so every rule is de
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time
@@ -186,7 +190,28 @@ class _Side:
     run: int = 0
     run_start: float = 0.0
     anchor: tuple[float, float] | None = None  # the last point on the confirmed side
+    sizes: deque[tuple[float, float | None, float]] = field(default_factory=deque)  # ts, metres, px on that side
     last_seen: float = 0.0
+
+
+SIZE_JUMP = 1.25  # a height this many times its usual one on the old side (or 1/this) is no foot that moved
+SIZE_S = 5.0  # the usual height: the median over the track's points on the old side this long, in metres ...
+SIZE_PX_S = 1.0  # ... or this long in pixels (they change as it walks nearer)
+SIZE_HOLD_S = 3.0  # ... unless the track keeps the new height on the new side this long
+
+
+def _same_size(sizes: deque[tuple[float, float | None, float]], p: TrackPoint) -> bool:
+    """Whether ``p`` is as tall as the track usually was on its old side (in metres where it is placed: walking
+    nearer does not change them; else in pixels, which change slowly)."""
+    if not sizes:
+        return True
+    metres = [m for _, m, _ in sizes if m is not None and m > 0]
+    if p.height_m is not None and p.height_m > 0 and len(metres) == len(sizes):
+        ratio = p.height_m / float(np.median(metres))
+    else:
+        recent = [px for t, _, px in sizes if t >= sizes[-1][0] - SIZE_PX_S]
+        ratio = (p.bbox[3] - p.bbox[1]) / max(float(np.median(recent)), 1e-6)
+    return 1.0 / SIZE_JUMP <= ratio <= SIZE_JUMP
 
 
 def _measures(p: TrackPoint) -> dict[str, Any]:
@@ -320,11 +345,17 @@ class LineMachine:
                 st.run_side, st.run, st.run_start = s, 1, ts
             if s == st.confirmed:
                 st.anchor = (p.x, p.y)
+                st.sizes.append((ts, p.height_m, p.bbox[3] - p.bbox[1]))
+                while st.sizes[0][0] < ts - SIZE_S:
+                    st.sizes.popleft()
                 continue
             if st.run < f.min_frames or p.age_s < f.min_age_s:
                 continue
+            if st.confirmed != 0 and not _same_size(st.sizes, p) and ts - st.run_start < SIZE_HOLD_S:
+                continue  # its box changed, not (yet) its place
             previous, start = st.confirmed, st.anchor
             st.confirmed, st.anchor = s, (p.x, p.y)
+            st.sizes.clear()
             if previous == 0 or start is None:
                 continue  # first sighting: no crossing yet
             if not segment_crosses(self.rule.line, start[0], start[1], p.x, p.y):

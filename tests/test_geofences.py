@@ -234,6 +234,29 @@ def test_jitter_on_a_line_never_crosses(jitter: list[float]) -> None:
     assert run(line(), [(200.0, 200.0 + j) for j in jitter]) == []
 
 
+def test_a_box_that_loses_its_legs_at_a_line_has_not_crossed_it() -> None:
+    """A person standing just short of the fence (feet at y 210, head at 150) whose legs go behind a bank for two
+    seconds: the box's bottom, the foot, jumps 20 px over the line and back. Their place never changed."""
+
+    def person(foot: float, ts: float) -> TrackPoint:
+        return TrackPoint("cam", 1, "person", 0.8, ts, (190.0, 150.0, 210.0, foot), 200.0, foot, age_s=10.0)
+
+    feet = [210.0] * 30 + [190.0] * 20 + [210.0] * 30
+    engine, events = line(), []
+    for i, foot in enumerate(feet):
+        events += engine.update("cam", NOON + i / 10, [person(foot, NOON + i / 10)])
+    assert events == []
+    # the same jump by someone who then stays on the far side, their own size again there, has crossed
+    feet = [210.0] * 30 + [190.0] * 10 + [190.0 - i for i in range(30)]
+    engine, events = line(), []
+    for i, foot in enumerate(feet):
+        ts = NOON + i / 10
+        top = 150.0 if i < 40 else foot - 60.0  # their head moves with them once their legs are seen again
+        events += engine.update("cam", ts, [TrackPoint("cam", 1, "person", 0.8, ts, (190.0, top, 210.0, foot), 200.0,
+                                                       foot, age_s=10.0)])
+    assert [e.direction for e in events] == ["right_to_left"]
+
+
 def test_geo_rules_work_in_metres() -> None:
     square = Polygon([(0, 0), (10, 0), (10, 10), (0, 10)])
     engine = RuleEngine([ZoneRule("g", None, square, filters=Filters(margin=0.5))])
