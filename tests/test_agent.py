@@ -68,6 +68,18 @@ def _send(udp: int, *lines: str) -> None:
             s.sendto(line.encode() + b"\n", ("127.0.0.1", udp))
 
 
+def _said(proc: subprocess.Popen[str], seen: Collector) -> str:
+    """What the agent logged and last reported, for a failed assertion (the agent is stopped)."""
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    health = seen.json("/health")
+    return f"agent's log:\n{err[-3000:]}\nlast health: {health[-1] if health else None}"
+
+
 def _states(c: Collector) -> list[str]:
     return [p["state"] for p in c.json("/status")]
 
@@ -102,7 +114,7 @@ def test_run_stops_on_sigterm_within_5s_offline_with_a_clean_database(broker: Mo
     try:
         assert seen.wait(lambda: _states(seen)[-1:] == ["online"], 60), proc.stderr.read() if proc.poll() else ""
         _send(udp, pmdet("md-1", 1, "HB", 0, 1), pmdet("md-1", 2, "ALARM", 80, 1))
-        assert seen.wait(lambda: any(p["kind"] == "metal" for p in seen.json("/alerts")), 20)
+        assert seen.wait(lambda: any(p["kind"] == "metal" for p in seen.json("/alerts")), 30), _said(proc, seen)
         assert seen.wait(lambda: any(p["sensors"].get("cam", {}).get("rate_hz", 0) > 0
                                      for p in seen.json("/health")), 30)
         health = seen.json("/health")[-1]

@@ -98,6 +98,7 @@ class Publisher:
         self.counters = DeliveryCounters()
         self.client_id = cfg.client_id or f"edge-agent-{site}-{box}"
         self.connected = threading.Event()
+        self.listening = threading.Event()  # the broker confirmed the subscription to acks (and receipts)
         self.client = self._new_client()
         self._wake = threading.Event()
         self.inbound = Inbound(self.root, store, self.counters, on_ack, self._wake.set)
@@ -123,6 +124,7 @@ class Publisher:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _connect(self) -> None:
@@ -154,6 +156,7 @@ class Publisher:
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
         self.connected.clear()  # a disconnect we asked for is no news
+        self.listening.clear()
         self.client.disconnect()
         thread = network_thread(self.client)
         if thread is not None and thread is not threading.current_thread():
@@ -195,6 +198,14 @@ class Publisher:
         self._wake.set()
 
     @_guarded
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, reasons: Any, _props: Any) -> None:
+        if all(not r.is_failure for r in reasons):
+            self.listening.set()
+        else:
+            self.counters.last_error = f"the broker refused the subscription to acks: {reasons}"
+            log.error("mqtt: %s", self.counters.last_error)
+
+    @_guarded
     def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
         self.counters.last_error = f"cannot reach the broker at {self.cfg.host}:{self.cfg.broker_port}"
         log.warning("mqtt: %s; alerts wait in the outbox, retrying", self.counters.last_error)
@@ -205,6 +216,7 @@ class Publisher:
             log.warning("mqtt disconnected: %s", reason)
             self.counters.last_error = f"disconnected: {reason}"
         self.connected.clear()
+        self.listening.clear()
         self._wake.set()
 
     @_guarded
@@ -277,6 +289,7 @@ class Publisher:
         self.counters.last_error = why
         old, self.client = self.client, fresh
         self.connected.clear()
+        self.listening.clear()
         self._inflight.clear()
         give_up(old)
         self._connect()

@@ -29,9 +29,18 @@ class BrokerUnavailable(DemoError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free for TCP and for UDP now: the kernel picks a free TCP port without looking at UDP, and a
+    UDP listener (a detector's feed) given a port another process holds for UDP would hear nothing."""
+    for _ in range(100):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no loopback port is free for both TCP and UDP")
 
 
 def wait_listening(host: str, port: int, timeout: float = 10.0) -> bool:
