@@ -29,7 +29,7 @@ class H264Stream:
     def __init__(self, width: int, height: int, fps: float, h264: H264) -> None:
         try:
             import av
-        except ImportError as exc:  # pragma: no cover - pinned in requirements.txt
+        except ImportError as exc:  # pragma: no cover - pinned in requirements.txt, the `sim` extra
             raise ValueError("camera.h264 needs PyAV (pip install av): the stream is encoded in-process") from exc
         self._av: Any = av
         self.h264 = h264
