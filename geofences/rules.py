@@ -6,9 +6,9 @@ Nuisance alarms are what make guards stop trusting a system, so every rule is de
   outside the zone grown by ``margin``; walking along an edge or a box jittering across it changes nothing;
 - inertia: the anchor must be on the new side for ``min_frames`` frames in a row, and the track must be at
   least ``min_age_s`` old;
-- a crossing is a foot that moved, not a box that changed: a track whose height jumped between its last point
-  on the old side and the new one (legs hidden behind a bank, its box merged with an animal's) has not crossed
-  until it is its own size again on the new side, or has stayed there ``SIZE_HOLD_S``;
+- a crossing is a foot that moved, not a box that changed: a track that reaches the new side with a height
+  other than its usual one on the old side (legs hidden behind a bank, its box merged with an animal's) has not
+  crossed until it is its own size again there, or has stayed there ``SIZE_HOLD_S``;
 - filters: label, minimum confidence and minimum box height; a track that fails them counts as nowhere;
 - schedules: a rule outside its active hours updates its state but says nothing;
 - cooldown: one event of a kind per zone and track per ``cooldown_s``.
