@@ -19,7 +19,7 @@ from typing import Literal
 import lap
 import numpy as np
 
-from detectors.types import LABELS, UNKNOWN, Detections, box_iou
+from detectors.types import LABELS, UNKNOWN, Detections, box_overlaps, iou_of
 
 SEEN_WINDOW_S = 3.0  # the model's verdicts a track's ``seen`` share rests on
 LABEL_HOLD_S = 2.0  # a model's label outlives frames where only the heat was seen
@@ -245,14 +245,8 @@ class Tracker:
 def _association_score(pred: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU, with a fall-back on centre distance relative to box size so small fast boxes still match, and on
     containment (a track seen by its heat alone as part of a body, then whole by the model, is the same)."""
-    iou = box_iou(pred, boxes)
-    x1 = np.maximum(pred[:, None, 0], boxes[None, :, 0])
-    y1 = np.maximum(pred[:, None, 1], boxes[None, :, 1])
-    x2 = np.minimum(pred[:, None, 2], boxes[None, :, 2])
-    y2 = np.minimum(pred[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inter, area_p, area_b = box_overlaps(pred, boxes)
+    iou = iou_of(inter, area_p, area_b)
     smaller = np.maximum(np.minimum(area_p[:, None], area_b[None, :]), 1e-6)
     contained = 0.6 * inter / smaller
     pc = (pred[:, None, :2] + pred[:, None, 2:]) / 2.0
