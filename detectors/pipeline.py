@@ -203,11 +203,7 @@ class TrackingPipeline:
             cy = (blobs.xyxy[:, 1] + blobs.xyxy[:, 3]) / 2.0
             # a proposal whose centre lies on the model's box, or just beside it (a foot the silhouette's box left
             # out, a hand), is part of that target
-            w, h = model.xyxy[:, 2] - model.xyxy[:, 0], model.xyxy[:, 3] - model.xyxy[:, 1]
-            grown = model.xyxy + np.stack([-0.25 * w, -0.1 * h, 0.25 * w, 0.15 * h], axis=1)
-            inside = ((grown[None, :, 0] <= cx[:, None]) & (cx[:, None] <= grown[None, :, 2])
-                      & (grown[None, :, 1] <= cy[:, None]) & (cy[:, None] <= grown[None, :, 3]))
-            matches = (overlap >= 0.1) | inside
+            matches = (overlap >= 0.1) | _centres_on(cx, cy, model.xyxy, side=0.25, above=0.1, below=0.15)
         else:
             matches = np.zeros((len(blobs), len(model)), bool)
         taken = np.zeros(len(model), bool)  # a model box already given to a proposal: more pieces of it add nothing
@@ -290,12 +286,9 @@ def _on_tracks(boxes: np.ndarray, which: list[int], live: np.ndarray) -> list[np
     for i in which:
         cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2.0, (boxes[i, 1] + boxes[i, 3]) / 2.0
         home = -1 - i
-        if len(live):
-            w, h = live[:, 2] - live[:, 0], live[:, 3] - live[:, 1]
-            on = ((live[:, 0] - 0.15 * w <= cx) & (cx <= live[:, 2] + 0.15 * w)
-                  & (live[:, 1] - 0.1 * h <= cy) & (cy <= live[:, 3] + 0.1 * h))
-            if on.any():
-                home = int(np.argmax(on))
+        on = _centres_on(np.array([cx]), np.array([cy]), live, side=0.15, above=0.1, below=0.1)[0]
+        if on.any():
+            home = int(np.argmax(on))
         groups.setdefault(home, []).append(i)
     return [np.array(g, np.int64) for g in groups.values()]
 
@@ -336,11 +329,21 @@ def _beside(box: np.ndarray, model: np.ndarray) -> bool:
     """A small proposal right beside a much bigger target the model found: a limb or a piece of it, not another."""
     if not len(model):
         return False
-    w, h = model[:, 2] - model[:, 0], model[:, 3] - model[:, 1]
+    h = model[:, 3] - model[:, 1]
     cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
-    near = ((model[:, 0] - 0.6 * w <= cx) & (cx <= model[:, 2] + 0.6 * w)
-            & (model[:, 1] - 0.2 * h <= cy) & (cy <= model[:, 3] + 0.2 * h))
+    near = _centres_on(np.array([cx]), np.array([cy]), model, side=0.6, above=0.2, below=0.2)[0]
     return bool((near & (box[3] - box[1] < 0.6 * h)).any())
+
+
+def _centres_on(cx: np.ndarray, cy: np.ndarray, boxes: np.ndarray, side: float, above: float,
+                below: float) -> np.ndarray:
+    """(points, boxes): whether each point lies on each box grown by ``side`` of its width left and right,
+    ``above`` of its height above and ``below`` under it (edges included)."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    cx, cy = cx[:, None], cy[:, None]
+    return ((boxes[:, 0] - side * w <= cx) & (cx <= boxes[:, 2] + side * w)
+            & (boxes[:, 1] - above * h <= cy) & (cy <= boxes[:, 3] + below * h))
 
 
 def _at_edge(box: np.ndarray, shape: tuple[int, int], margin: float = 1.0) -> bool:
