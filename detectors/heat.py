@@ -217,11 +217,10 @@ class HeatProposer:
             n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
             for group in _stacked(stats[1:n]):
                 members = [i + 1 for i in group]
-                x1 = int(min(stats[i, 0] for i in members))
-                y1 = int(min(stats[i, 1] for i in members))
-                x, y = x1, y1
-                w = int(max(stats[i, 0] + stats[i, 2] for i in members)) - x1
-                h = int(max(stats[i, 1] + stats[i, 3] for i in members)) - y1
+                x = int(min(stats[i, 0] for i in members))
+                y = int(min(stats[i, 1] for i in members))
+                w = int(max(stats[i, 0] + stats[i, 2] for i in members)) - x
+                h = int(max(stats[i, 1] + stats[i, 3] for i in members)) - y
                 core = np.isin(labels[y:y + h, x:x + w], members) & part[y:y + h, x:x + w]
                 area = int(np.count_nonzero(core))
                 if area < self.min_area_px or not self._plausible(x, y, w, h, h_img):
@@ -306,7 +305,7 @@ class HeatProposer:
                 clear &= ~tracked
             rate[clear] = GHOST_CLEAR
         self._bg += rate * diff
-        sq = np.minimum(diff * diff, np.float32(400.0 * floor * floor + 1e6 * 0))
+        sq = np.minimum(diff * diff, np.float32(400.0 * floor * floor))
         var_rate = np.where(held, 0.0, alpha_var).astype(np.float32)
         self._var += var_rate * (sq - self._var)
         np.maximum(self._var, np.float32(floor * floor), out=self._var)
