@@ -16,6 +16,7 @@ from edge_agent.config.detection import GatingConfig, HeatConfig, TrackerConfig,
 from edge_agent.config.fields import ID_RULE, MAX_CAMERAS, MAX_RULES, Ident, Strict
 from edge_agent.config.incidents import IncidentLogConfig
 from edge_agent.config.mqtt import MqttConfig
+from edge_agent.config.outputs import OutputsConfig
 from edge_agent.config.reader import MAX_BYTES, KeyPath, YamlRefused, read_yaml
 from edge_agent.config.rules import FusionConfig, LineConfig, ZoneConfig
 from edge_agent.config.sensors import FixedSensorConfig, shared_ports, unheard_sensors
@@ -57,6 +58,8 @@ class AgentConfig(Strict):
     fusion: list[FusionConfig] = Field(default_factory=list, max_length=MAX_RULES,
                                        description=f"Correlation rules (at most {MAX_RULES} per box).")
     mqtt: MqttConfig | None = Field(None, description="The command post's broker; none: alerts stay in the outbox.")
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig,
+                                   description="Cursor on Target (TAK) and SAPIENT, fed from the outbox too.")
     incident_log: IncidentLogConfig = Field(default_factory=IncidentLogConfig,
                                             description="The SQLite incident log, snapshots and retention.")
 

@@ -1,6 +1,7 @@
 """The outbox: every state of every alert and snapshot, in the order to publish, until it is delivered.
 
-A row counts as delivered only on the broker's acknowledgement (PUBACK), and where a command post is
+Alert rows are also owed to each other configured output (``deliveries``), each with its own state.
+A row counts as delivered to MQTT only on the broker's acknowledgement (PUBACK), and where a command post is
 configured, only when that command post's receipt for it arrives; until then it is published again."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 from edge_agent.contract.acks import Receipt
 from edge_agent.contract.topics import OUTBOX_ALERTS
 from edge_agent.incidents.connection import LogConnection
+from edge_agent.incidents.deliveries import Deliveries
 
 ReceiptOutcome = Literal["recorded", "repeated", "unknown"]  # unknown: no published row of that alert and state
 RECEIPT_RETRY_MAX_S = 3600.0  # a row still without a receipt is published again at least this often
@@ -37,6 +39,7 @@ def _marks(values: list[int]) -> str:
 class Outbox:
     def __init__(self, conn: LogConnection) -> None:
         self.conn = conn
+        self.deliveries = Deliveries(conn)  # the other outputs' delivery state (Cursor on Target, SAPIENT)
 
     def add(self, alert_id: str, topic: str, state: str, rank: int, payload: bytes, now: float) -> int:
         """A row to publish (inside the caller's transaction): its seq. Rows of this alert still owed rise to
@@ -46,7 +49,10 @@ class Outbox:
                    [rank, alert_id, rank])
         cur = db.execute("INSERT INTO outbox (alert_id, topic, state, sev_rank, qos, created, payload, attempts) "
                          "VALUES (?, ?, ?, ?, 1, ?, ?, 0)", [alert_id, topic, state, rank, now, payload])
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
+        if topic == OUTBOX_ALERTS:
+            self.deliveries.enqueue(seq, now)
+        return seq
 
     def pending(self, limit: int = 100, exclude: Iterable[int] = (), now: float | None = None) -> list[OutboxItem]:
         """Outbox rows to publish, most severe alert first, then oldest: undelivered ones, and those the broker

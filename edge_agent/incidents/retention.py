@@ -15,7 +15,8 @@ from edge_agent.incidents.ledger import Ledger
 from edge_agent.incidents.schema import SEV_RANK
 from edge_agent.incidents.snapshots import SnapshotFolder
 
-KEEP_PENDING = "id NOT IN (SELECT a.incident_id FROM alerts a JOIN outbox o USING (alert_id) WHERE o.delivered IS NULL)"
+KEEP_PENDING = ("id NOT IN (SELECT a.incident_id FROM alerts a JOIN outbox o USING (alert_id) "
+                "WHERE o.delivered IS NULL OR o.seq IN (SELECT seq FROM output_queue WHERE sent IS NULL))")
 CRITICAL_UNACKED = f"(sev_rank = {SEV_RANK['critical']} AND acked_by IS NULL)"
 
 Removal = tuple[str, str, str]  # (incident id, what: "incident" or "snapshot", reason: "age" or "disk")
@@ -84,8 +85,10 @@ class Retention:
             ack_ids = [r[0] for r in db.execute("SELECT id FROM acks WHERE incident_id = ?", [incident_id])]
             for table, col in (("evidence", "incident_id"), ("acks", "incident_id"), ("incidents", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {col} = ?", [incident_id])
-            db.execute("DELETE FROM outbox WHERE alert_id IN (SELECT alert_id FROM alerts WHERE incident_id = ?)",
+            owned = "SELECT alert_id FROM alerts WHERE incident_id = ?"
+            db.execute(f"DELETE FROM output_queue WHERE seq IN (SELECT seq FROM outbox WHERE alert_id IN ({owned}))",
                        [incident_id])
+            db.execute(f"DELETE FROM outbox WHERE alert_id IN ({owned})", [incident_id])
             db.execute("DELETE FROM alerts WHERE incident_id = ?", [incident_id])
             db.table("retention_log").insert({"ts": now, "incident_id": incident_id, "what": "incident",
                                               "reason": reason})

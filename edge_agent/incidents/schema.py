@@ -9,7 +9,8 @@ Tables: ``incidents`` and their ``evidence``; ``alerts`` (the last payload of ea
 (every state of every alert and snapshot, delivered or not, and a command post's receipt where one is
 required); ``acks``; ``rejected_input`` (bounded, oldest first out); ``sensor_health`` (state changes);
 ``retention_log`` (what retention removed) and the ``ledger`` (a hash chain over every write to an incident or
-an ack); ``site_maps`` (the box's map as last published, newest few kept, for offline tools and the report).
+an ack); ``site_maps`` (the box's map as last published, newest few kept, for offline tools and the report);
+``output_queue`` (each alert state owed to an output besides MQTT: Cursor on Target, SAPIENT).
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ def site_maps(db: sqlite_utils.Database) -> None:
     db.table("site_maps").create({"id": int, "ts": float, "geojson": str}, pk="id", not_null={"ts", "geojson"})
 
 
+def output_deliveries(db: sqlite_utils.Database) -> None:
+    """Each alert state owed to each output besides MQTT (``cot``, ``sapient``): when it is due, how often it was
+    tried, when the output took it, and the last error."""
+    db.table("output_queue").create({"output": str, "seq": int, "due": float, "attempts": int,
+                                     "last_attempt": float, "sent": float, "error": str},
+                                    pk=("output", "seq"), not_null={"due", "attempts"})
+    db.execute("CREATE INDEX idx_output_queue_owed ON output_queue (output, due, seq) WHERE sent IS NULL")
+    db.execute("CREATE INDEX idx_output_queue_sent ON output_queue (output, sent) WHERE sent IS NOT NULL")
+    db.table("output_queue").create_index(["seq"])
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration; ``name`` is what ``_sqlite_migrations`` records, so it never changes once released."""
@@ -97,7 +109,7 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (Step("v1", rejected_input), Step("v2", incident_log), Step("v3", receipts),
-                           Step("v4", site_maps))
+                           Step("v4", site_maps), Step("v5", output_deliveries))
 SCHEMA_VERSION = len(STEPS)  # the user_version a file has once every step is applied
 
 

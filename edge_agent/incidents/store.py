@@ -2,9 +2,9 @@
 
 ``IncidentStore`` is what the agent, the CLI and the command post open. It writes incidents and their evidence
 itself and hands the rest to its parts, each in its own module: ``alerts`` (alert states, acks, escalation),
-``outbox`` (delivery), ``sensors`` (rejected input, health), ``ledger`` (the hash chain and ``verify``),
-``retention`` and ``snapshots``; the box's map (``site_maps``, newest few) it keeps itself. The tables and their
-migrations are in ``schema``."""
+``outbox`` (delivery) and ``deliveries`` (the other outputs' state), ``sensors`` (rejected input, health),
+``ledger`` (the hash chain and ``verify``), ``retention`` and ``snapshots``; the box's map (``site_maps``, newest
+few) it keeps itself. The tables and their migrations are in ``schema``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class IncidentStore:
         self.snapshot_dir = self.snapshots.folder
         self.ledger = Ledger(self.db)
         self.outbox = Outbox(self.conn)
+        self.deliveries = self.outbox.deliveries
         self.alerts = AlertLog(self.conn, self.ledger, self.outbox, self.snapshots)
         self.sensors = SensorLog(self.conn, max_rejects)
         self.retention = Retention(self.conn, self.ledger, self.snapshots)
