@@ -29,11 +29,13 @@ ALLOWED = {
     "edge_agent.perception": ("edge_agent.config", "edge_agent.contract", "edge_agent.core.messages",
                               "edge_agent.incidents.sensorlog", "edge_agent.paths"),
     "edge_agent.delivery": ("edge_agent.config", "edge_agent.contract", "edge_agent.incidents", "edge_agent.shared"),
+    "edge_agent.outputs": ("edge_agent.config", "edge_agent.contract", "edge_agent.incidents"),
     "edge_agent.runtime": ("edge_agent.config", "edge_agent.contract", "edge_agent.perception", "edge_agent.core",
-                           "edge_agent.incidents", "edge_agent.delivery", "edge_agent.shared", "edge_agent.paths"),
+                           "edge_agent.incidents", "edge_agent.delivery", "edge_agent.outputs", "edge_agent.shared",
+                           "edge_agent.paths"),
     # what a field engineer runs: the box's floors, never the running agent, the demo or the command post
     "edge_agent.ops": ("edge_agent.config", "edge_agent.contract", "edge_agent.perception", "edge_agent.core",
-                       "edge_agent.incidents", "edge_agent.shared", "edge_agent.paths"),
+                       "edge_agent.incidents", "edge_agent.outputs", "edge_agent.shared", "edge_agent.paths"),
     # the command post runs on its own machine: the wire contract and shared plumbing, nothing of the box
     "edge_agent.commandpost": ("edge_agent.config", "edge_agent.contract", "edge_agent.shared", "edge_agent.paths",
                                "edge_agent.logs"),

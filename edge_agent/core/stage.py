@@ -9,7 +9,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,6 +35,7 @@ from edge_agent.core.site import Site
 from edge_agent.core.snapshot import EventFrames, FrameView
 from edge_agent.incidents.sensorlog import Rejected
 from edge_agent.incidents.writer import IncidentLogWriter
+from geofences.rules import TrackPoint
 from sensors.events import MetalEvent, RadioEvent
 from sensors.feeds import SensorFeed
 from sensors.thermal import ThermalCamera
@@ -79,6 +80,7 @@ class Core:
         self.cameras = cameras
         self.feeds = feeds
         self.announce = announce  # wakes the publisher; tells the agent's on_alert of an alert now in the outbox
+        self.on_tracks: list[Callable[[Sequence[TrackPoint]], None]] = []  # each frame's confirmed tracks (SAPIENT)
         self.summary = RunSummary()
         self.sensors = SensorStates(config)
         self.frames = EventFrames()
@@ -177,6 +179,8 @@ class Core:
             self._apply(self.fusion.on_zone_event(zev))
         for track_id in msg.lost:
             self.rules.forget(msg.camera, track_id)
+        for tap in self.on_tracks:
+            tap(msg.points)
 
     # -- housekeeping --------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ every failure, and an exit code (0: all good or warnings only, 1: something fail
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -253,6 +254,35 @@ def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
     return Check(OK, name, f"{where} accepts this box{user} ({auth}, MQTT {cfg.protocol})")
 
 
+def check_outputs(config: AgentConfig, timeout_s: float = 8.0) -> Iterator[Check]:
+    """Each output besides MQTT: a TAK server answers a ping (multicast: the socket opens), a SAPIENT fusion node
+    accepts this box's registration."""
+    from edge_agent.outputs import cot_style, node_sheet
+    from edge_agent.outputs.base import OutputDown
+
+    cot, sap = config.outputs.cot, config.outputs.sapient
+    if cot is not None:
+        from edge_agent.outputs import tak
+
+        try:
+            yield Check(OK, "TAK (cot)", asyncio.run(tak.probe(cot, cot_style(config).callsign, timeout_s)))
+        except (OutputDown, OSError, TimeoutError) as exc:
+            tls = "; the server must trust this box's certificate (tls.cert_file) and its CA be tls.ca_file" \
+                if cot.transport == "tls" else ""
+            yield Check(FAIL, "TAK (cot)", f"{cot.transport}://{cot.host}:{cot.server_port}: "
+                        f"{exc or type(exc).__name__}", f"check outputs.cot.host, port and transport{tls}; a server "
+                        "that never answers pings needs confirm: none")
+    if sap is not None:
+        from edge_agent.outputs import sapient
+
+        try:
+            yield Check(OK, "SAPIENT", asyncio.run(sapient.probe(sap, node_sheet(config))))
+        except (OutputDown, OSError, TimeoutError) as exc:
+            yield Check(FAIL, "SAPIENT", f"{sap.host}:{sap.port}: {exc or type(exc).__name__}",
+                        "check outputs.sapient.host and port, and that the fusion node knows this node id "
+                        "(outputs.sapient.node_id)")
+
+
 def check_clock(run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> Check:
     now = time.time()
     if now < CLOCK_FLOOR:
@@ -299,6 +329,7 @@ def run_checks(config: AgentConfig, camera_timeout_s: float = 10.0, listen_s: fl
         yield _guard(f"{s.kind} sensor {s.id}", partial(check_line_sensor, s, listen_s))
     if model and any(c.enabled for c in config.cameras):
         yield _guard("detector", lambda: check_model(config))
+    yield from check_outputs(config)
     if config.mqtt is not None:
         mq = config.mqtt
         yield _guard("broker", lambda: check_broker(mq))

@@ -46,6 +46,8 @@ from edge_agent.incidents.diskguard import DiskGuard
 from edge_agent.incidents.errors import StoreError
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.incidents.writer import IncidentLogWriter
+from edge_agent.outputs import build_outputs
+from edge_agent.outputs.base import OutputRunner
 from edge_agent.paths import ConfigError
 from edge_agent.perception.build import build_detector, build_pipeline
 from edge_agent.perception.geometry import CameraGeometry
@@ -82,6 +84,7 @@ class Agent:
         self.cameras: dict[str, ThermalCamera] = {}
         self.feeds: dict[str, SensorFeed] = {}
         self.publisher: Publisher | None = None
+        self.outputs: list[OutputRunner] = []  # Cursor on Target, SAPIENT: fed from the outbox too
         self.store: IncidentStore | None = None
         self.core: Core | None = None
         self._detect_ms: dict[str, float] = {}
@@ -124,11 +127,16 @@ class Agent:
                                    snapshot_max_bytes=cfg.incident_log.snapshot_max_kb * 1024)
         disk = DiskGuard(cfg.db_path.parent, int(cfg.incident_log.reserve_mb * 2**20))
         disk.hold_reserve()
+        # before anything enters the outbox: from now on alert states are owed to these outputs too
+        self.outputs = build_outputs(cfg, self.store.deliveries, self._ack_arrived, self._faults)
         left_open = self.store.close_open(time.time())
         if left_open:
             log.info("closed %d incident(s) a previous run left open; their alerts go out as closed", left_open)
         self.core = Core(cfg, self.root, self.queue, self.budget, IncidentLogWriter(self.store, disk), self.cameras,
                          self.feeds, self._announce)
+        for out in self.outputs:
+            if hasattr(out, "offer_tracks"):  # SAPIENT's detection reports: the confirmed tracks of every frame
+                self.core.on_tracks.append(out.offer_tracks)
         pipelines, perceptions = {}, {}
         cams = [c for c in cfg.cameras if c.enabled]
         if cams:
@@ -170,22 +178,38 @@ class Agent:
             self.publisher.start()
             pub = self.publisher
             self.stages.add(Stage("delivery", "delivery", pub.thread, beat_of=lambda: pub.heartbeat))
-        log.info("agent %s started: %d camera(s), %d feed(s), incident log %s, broker %s", self.root,
+        for out in self.outputs:
+            out.start()
+            self.stages.add(Stage(f"output:{out.name}", "output", out.thread,
+                                  beat_of=functools.partial(getattr, out, "heartbeat")))
+        log.info("agent %s started: %d camera(s), %d feed(s), incident log %s, broker %s%s", self.root,
                  len(self.cameras), len(self.feeds), cfg.db_path,
-                 f"{cfg.mqtt.host}:{cfg.mqtt.broker_port}" if cfg.mqtt else "none (alerts stay in the outbox)")
+                 f"{cfg.mqtt.host}:{cfg.mqtt.broker_port}" if cfg.mqtt else "none (alerts stay in the outbox)",
+                 "".join(f", output {out.name}" for out in self.outputs))
         self._share_site(first_map)  # once every sensor listens: storing it waits for the disk
 
+    def _faults(self) -> list[str]:
+        """The sensors found faulty now, for a SAPIENT status report (read from the output's thread)."""
+        core = self.core
+        try:
+            return [f"{sensor}: {reason}" for sensor, reason in list(core.fusion.faulty.items())] if core else []
+        except RuntimeError:  # changed while read: the next report has it
+            return []
+
     def _announce(self, alert: Alert | None) -> None:
-        """Wake the publisher; tell ``on_alert`` of an alert now in the outbox."""
+        """Wake the publisher and the other outputs; tell ``on_alert`` of an alert now in the outbox."""
         if self.publisher is not None:
             self.publisher.wake()
+        for out in self.outputs:
+            out.wake()
         if self.on_alert is not None and alert is not None:
             self.on_alert(alert)
 
     # -- health, reload, watchdog, stop -----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return health_payload(self._core(), self.stages, self._detect_ms, self.started, self.loads, self.engine)
+        return health_payload(self._core(), self.stages, self._detect_ms, self.started, self.loads, self.engine,
+                              self.outputs)
 
     def load_lines(self) -> list[str]:
         """Each camera's detection load in words (the end of ``run`` and ``demo``)."""
@@ -282,6 +306,8 @@ class Agent:
                 stage.thread.join(max(0.05, deadline - 1.5 - time.monotonic()))
                 if stage.thread.is_alive():
                     log.warning("stage %s did not stop in time", name)
+        for out in self.outputs:  # SAPIENT says goodbye; what is owed stays in the incident log
+            out.stop(max(0.5, min(2.0, deadline - time.monotonic())))
         if self.publisher is not None:
             self.publisher.stop(max(0.5, deadline - time.monotonic()))
         if self.engine is not None:

@@ -1,6 +1,6 @@
 """The health payload (``.../health``): each sensor's state and rate, detector times, each camera's detection
 load (does it keep up: frames captured, detected, gated, dropped, how old a frame is when its detection is
-done), the shared detector, queue depths, the outbox backlog, the disk, and every stage."""
+done), the shared detector, queue depths, the outbox backlog and each other output's, the disk, and every stage."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from detectors.engine import SharedEngine
 from edge_agent import __version__
 from edge_agent.contract.ids import iso_ms
 from edge_agent.core.stage import Core
+from edge_agent.outputs.base import OutputRunner
 from edge_agent.perception.stage import CameraLoad
 from edge_agent.runtime.stages import Stages
 
 
 def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], started: float,
-                   loads: dict[str, CameraLoad] | None = None, engine: SharedEngine | None = None) -> dict[str, Any]:
+                   loads: dict[str, CameraLoad] | None = None, engine: SharedEngine | None = None,
+                   outputs: list[OutputRunner] | None = None) -> dict[str, Any]:
     """``loads``: each camera's detection load (``cameras`` in the payload: captured, detected, gated, dropped,
-    frame age and detector time percentiles, detections per second); ``engine``: the shared detector's."""
+    frame age and detector time percentiles, detections per second); ``engine``: the shared detector's;
+    ``outputs``: Cursor on Target and SAPIENT (state, backlog, oldest owed, counters, last error)."""
     now = time.time()
     backlog, oldest = core.store.backlog(now)
     sensors: dict[str, Any] = {}
@@ -52,6 +55,7 @@ def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], star
         "ledger_head": core.store.ledger_head(),
         "cameras": camera_loads(core, loads or {}),
         "engine": engine_report(engine) if engine is not None else None,
+        "outputs": {out.name: out.report(now) for out in outputs or ()},
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-STAGE_STALE_S = {"core": 10.0, "delivery": 10.0, "detect": 60.0}
+STAGE_STALE_S = {"core": 10.0, "delivery": 10.0, "detect": 60.0, "output": 90.0}
 
 
 @dataclass(slots=True)
