@@ -1,0 +1,160 @@
+"""Issue 23's SAPIENT acceptance: a running ``edge-agent run`` is a BSI Flex 335 v2.0 edge node of the tests' own
+fusion node (``tests.sapient_fusion``, written from the standard: mandatory fields from the protos' options,
+UUID v4 and ULID formats, Dstl's timestamp window, registration first). Every message the box sends passes;
+the fusion node's alert acks acknowledge the incidents; killing and restarting the fusion node mid-run loses
+no alert."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edge_agent.demo.script import pmdet
+from tests.agents.udp_pacer import UdpPacer
+from tests.brokers import ROOT, free_port, wait_for
+from tests.sapient_fusion import FusionNode
+
+pytestmark = pytest.mark.integration
+EXE = str(Path(sys.executable).with_name("edge-agent"))
+BATCH = 10
+
+
+def _config(tmp_path: Path, fusion_port: int, udp: int) -> Path:
+    cfg: dict[str, Any] = {
+        "site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
+        "zones": [{"id": "gate", "name": "Gate", "space": "geo",
+                   "polygon": [[46.5500, 15.6500], [46.5500, 15.6502], [46.5502, 15.6502], [46.5502, 15.6500]]}],
+        "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
+                           "url": f"udp://127.0.0.1:{udp}", "hb_timeout_s": 3600}],
+        # every ALARM its own incident and alert
+        "fusion": [{"id": "every-alarm", "place": "gate", "metal": ["md-1"], "severity": "high",
+                    "window_s": 1e-6, "cooldown_s": 0, "quiet_s": 3600}],
+        "outputs": {"sapient": {"host": "127.0.0.1", "port": fusion_port, "status_interval_s": 1,
+                                "retry_min_s": 0.2, "retry_max_s": 1, "resend_window_s": 5}},
+    }
+    path = tmp_path / "box.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def _alert_ids(db: Path) -> set[str]:
+    return {r[0] for r in _rows(db, "SELECT alert_id FROM alerts WHERE kind = 'metal'")}
+
+
+def _received_alerts(node: FusionNode) -> dict[str, set[str]]:
+    """alert_id -> the statuses the fusion node got for it."""
+    out: dict[str, set[str]] = {}
+    for rec in node.received("alert"):
+        alert = rec["msg"]["alert"]
+        out.setdefault(alert["alert_id"], set()).add(alert.get("status", ""))
+    return out
+
+
+def test_the_box_is_a_sapient_edge_node_that_loses_no_alert_when_the_fusion_node_dies(tmp_path: Path) -> None:
+    fusion_port, udp = free_port(), free_port()
+    node = FusionNode(fusion_port, tmp_path / "fusion.jsonl", ack_alerts=True).start()
+    config = _config(tmp_path, fusion_port, udp)
+    db = tmp_path / "state" / "incidents.db"
+    log = (tmp_path / "agent.log").open("a")
+    agent = subprocess.Popen([EXE, "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
+    pacer = UdpPacer(udp)
+    sent = 0
+
+    def said() -> str:
+        return f"agent's log:\n{(tmp_path / 'agent.log').read_text()[-3000:]}\nfusion node saw: " \
+               f"{[(r.get('type') or r.get('sent') or 'closed') for r in node.records()][-40:]}"
+
+    def alarms(n: int) -> None:
+        nonlocal sent
+        for _ in range(n):
+            sent += 1
+            pacer.send(pmdet("md-1", sent, "ALARM", 80, 1).encode() + b"\n")
+        assert wait_for(lambda: len(_alert_ids(db)) == sent, 60), f"{len(_alert_ids(db))} alerts after {sent}\n{said()}"
+
+    try:
+        assert pacer.wait_bound(30), said()
+        assert wait_for(lambda: node.received("status_report"), 30), said()
+        alarms(BATCH)
+        assert wait_for(lambda: set(_received_alerts(node)) >= _alert_ids(db), 30), said()
+        node.kill()  # mid-run: alerts keep coming while it is away
+        alarms(BATCH)
+        node.start()
+        alarms(BATCH)
+        committed = _alert_ids(db)
+        assert wait_for(lambda: set(_received_alerts(node)) >= committed, 60), \
+            f"missing at the fusion node: {sorted(committed - set(_received_alerts(node)))}\n{said()}"
+        # the fusion node's alert acks are acks: every incident acknowledged, each ack by the fusion node, and
+        # the acknowledged state goes back to the fusion node as an ACKNOWLEDGE alert
+        assert wait_for(lambda: len(_rows(db, "SELECT 1 FROM alerts WHERE kind = 'metal' AND acked = 1")) == sent,
+                        60), said()
+        by = {r[0] for r in _rows(db, "SELECT DISTINCT by FROM acks")}
+        assert by == {"sapient:5b0c3f1e-7d2a-4c8e-9f41-2a6d8b3c9e70"}, by
+        assert wait_for(lambda: all("ALERT_STATUS_ACKNOWLEDGE" in s for s in _received_alerts(node).values()), 60), \
+            said()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
+        log.close()
+    node.wait_for(lambda recs: any(r.get("msg") and r["msg"].get("status_report", {}).get("system") ==
+                                   "SYSTEM_GOODBYE" for r in recs), 10)
+    node.stop()
+    assert agent.returncode == 0, said()
+
+    records = node.records()
+    problems = [(r.get("type"), v) for r, v in node.violations()]
+    assert problems == [], problems[:10]
+    # registration first on every connection: the box registered again after the restart
+    by_conn: dict[tuple[int, int], list[str]] = {}
+    for r in records:
+        if r.get("type"):
+            by_conn.setdefault((r["pid"], r["conn"]), []).append(r["type"])
+    assert len(by_conn) >= 2, by_conn.keys()
+    assert all(types[0] == "registration" for types in by_conn.values()), by_conn
+    reg = node.received("registration")[0]["msg"]
+    assert reg["registration"]["icd_version"] == "BSI Flex 335 v2.0"
+    assert {d["node_type"] for d in reg["registration"]["node_definition"]} == {"NODE_TYPE_PROXIMITY_SENSOR"}
+    # an alert as the box sends it: its own ULID, priority from severity, the summary, the sensor's place
+    first = next(r["msg"]["alert"] for r in node.received("alert"))
+    assert first["priority"] == "DISCRETE_PRIORITY_HIGH" and first["alert_type"] == "ALERT_TYPE_WARNING"
+    assert first["location"]["coordinate_system"] == "LOCATION_COORDINATE_SYSTEM_LAT_LNG_DEG_M"
+    assert first["location"]["y"] == pytest.approx(46.5501) and first["location"]["x"] == pytest.approx(15.6501)
+    assert "md-1" in first["description"] or "Metal" in first["description"], first
+    statuses = [r for r in node.received("status_report")]
+    assert len(statuses) >= 3, "a status report every second while connected"
+
+
+def _doctor(tmp_path: Path, outputs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "doctor.yaml"
+    path.write_text(yaml.safe_dump({"site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
+                                    "outputs": outputs}))
+    return subprocess.run([EXE, "doctor", "--config", str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_doctor_says_whether_the_fusion_node_accepts_the_registration(tmp_path: Path) -> None:
+    port = free_port()
+    sapient = {"sapient": {"host": "127.0.0.1", "port": port, "registration_timeout_s": 5}}
+    down = _doctor(tmp_path, sapient)
+    assert "FAIL SAPIENT: 127.0.0.1:" in down.stdout and "fix: check outputs.sapient.host" in down.stdout, down.stdout
+    with FusionNode(port, tmp_path / "refusing.jsonl", reject_registration=True):
+        refused = _doctor(tmp_path, sapient)
+    assert "the fusion node refused the registration: rejected by test fusion node" in refused.stdout, refused.stdout
+    with FusionNode(port, tmp_path / "fusion.jsonl") as node:
+        ok = _doctor(tmp_path, sapient)
+        assert "OK   SAPIENT: 127.0.0.1:" in ok.stdout and "accepted by fusion node 5b0c3f1e" in ok.stdout, ok.stdout
+        node.wait_for(lambda recs: any(r.get("type") == "status_report" for r in recs), 10)
+        assert node.violations() == []
