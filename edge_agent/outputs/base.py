@@ -27,7 +27,11 @@ BATCH = 50
 IDLE_WAKE_S = 1.0  # an idle session looks at the queue at least this often (backoffs ending, timers)
 
 
-class OutputDown(Exception):
+class OutputError(Exception):
+    """What goes wrong in an output besides MQTT (the package's one exception base)."""
+
+
+class OutputDown(OutputError):
     """The peer is gone or refused us; the session ends and the output tries again after a backoff."""
 
 
