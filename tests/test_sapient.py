@@ -10,13 +10,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from edge_agent.contract.alert import Alert, Evidence
+from edge_agent.contract.ids import new_ulid
 from edge_agent.demo.script import pmdet
+from edge_agent.incidents.store import IncidentStore
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, free_port, wait_for
 from tests.sapient_fusion import FusionNode
@@ -148,8 +152,17 @@ def _doctor(tmp_path: Path, outputs: dict[str, Any]) -> subprocess.CompletedProc
 def test_doctor_says_whether_the_fusion_node_accepts_the_registration(tmp_path: Path) -> None:
     port = free_port()
     sapient = {"sapient": {"host": "127.0.0.1", "port": port, "registration_timeout_s": 5}}
+    (tmp_path / "state").mkdir()
+    store = IncidentStore(tmp_path / "state" / "incidents.db")  # what a box that ran with the output left owed
+    store.deliveries.outputs = ("sapient",)
+    for _ in range(2):
+        now = time.time()
+        store.queue_alert(Alert(new_ulid(), new_ulid(), "t", "box1", now, "metal", "high", "new", None, None,
+                                (Evidence("md-1", "metal", now),), "Metal"))
+    store.close()
     down = _doctor(tmp_path, sapient)
     assert "FAIL SAPIENT: 127.0.0.1:" in down.stdout and "fix: check outputs.sapient.host" in down.stdout, down.stdout
+    assert "; 2 alert state(s) owed, the oldest" in down.stdout, down.stdout
     with FusionNode(port, tmp_path / "refusing.jsonl", reject_registration=True):
         refused = _doctor(tmp_path, sapient)
     assert "the fusion node refused the registration: rejected by test fusion node" in refused.stdout, refused.stdout

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -254,9 +255,22 @@ def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
     return Check(OK, name, f"{where} accepts this box{user} ({auth}, MQTT {cfg.protocol})")
 
 
+def owed_to(db_path: Path, output: str) -> str:
+    """What the incident log still owes an output, in words ('' when there is no log yet)."""
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as conn:
+            owed, oldest = conn.execute("SELECT COUNT(*), MIN(o.created) FROM output_queue q JOIN outbox o "
+                                        "ON o.seq = q.seq WHERE q.output = ? AND q.sent IS NULL", [output]).fetchone()
+    except sqlite3.Error:  # no log yet, or one from before the outputs
+        return ""
+    if not owed:
+        return "; nothing owed"
+    return f"; {owed} alert state(s) owed, the oldest {time.time() - oldest:.0f} s old"
+
+
 def check_outputs(config: AgentConfig, timeout_s: float = 8.0) -> Iterator[Check]:
     """Each output besides MQTT: a TAK server answers a ping (multicast: the socket opens), a SAPIENT fusion node
-    accepts this box's registration."""
+    accepts this box's registration; with what the incident log still owes it."""
     from edge_agent.outputs import cot_style, node_sheet
     from edge_agent.outputs.base import OutputDown
 
@@ -265,20 +279,24 @@ def check_outputs(config: AgentConfig, timeout_s: float = 8.0) -> Iterator[Check
         from edge_agent.outputs import tak
 
         try:
-            yield Check(OK, "TAK (cot)", asyncio.run(tak.probe(cot, cot_style(config).callsign, timeout_s)))
+            yield Check(OK, "TAK (cot)", asyncio.run(tak.probe(cot, cot_style(config).callsign, timeout_s))
+                        + owed_to(config.db_path, "cot"))
         except (OutputDown, OSError, TimeoutError) as exc:
             tls = "; the server must trust this box's certificate (tls.cert_file) and its CA be tls.ca_file" \
                 if cot.transport == "tls" else ""
             yield Check(FAIL, "TAK (cot)", f"{cot.transport}://{cot.host}:{cot.server_port}: "
-                        f"{exc or type(exc).__name__}", f"check outputs.cot.host, port and transport{tls}; a server "
+                        f"{exc or type(exc).__name__}{owed_to(config.db_path, 'cot')}",
+                        f"check outputs.cot.host, port and transport{tls}; a server "
                         "that never answers pings needs confirm: none")
     if sap is not None:
         from edge_agent.outputs import sapient
 
         try:
-            yield Check(OK, "SAPIENT", asyncio.run(sapient.probe(sap, node_sheet(config))))
+            yield Check(OK, "SAPIENT", asyncio.run(sapient.probe(sap, node_sheet(config)))
+                        + owed_to(config.db_path, "sapient"))
         except (OutputDown, OSError, TimeoutError) as exc:
-            yield Check(FAIL, "SAPIENT", f"{sap.host}:{sap.port}: {exc or type(exc).__name__}",
+            yield Check(FAIL, "SAPIENT", f"{sap.host}:{sap.port}: {exc or type(exc).__name__}"
+                        f"{owed_to(config.db_path, 'sapient')}",
                         "check outputs.sapient.host and port, and that the fusion node knows this node id "
                         "(outputs.sapient.node_id)")
 
