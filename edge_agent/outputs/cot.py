@@ -5,7 +5,7 @@ formatting), one per alert state:
   ``<emergency type="Geo-fence Breached">``; a fused incident the same with ``how="m-f"``;
 - a metal or radio alarm is a detection event, ``b-d``, at its sensor's configured place (``how="m-c"``);
 - an acknowledged or closed alert cancels the alarm: ``b-a-o-can`` with the same uid and ``<emergency
-  cancel="true">``, stale at once;
+  cancel="true">``, stale at once (a detection event is sent again, stale at once);
 - a sensor fault has no place on a map: not sent.
 
 The uid is ``edge-agent.{site}.{box}.{alert_id}``, the same for every state of an alert, so a TAK device updates
@@ -67,18 +67,24 @@ def _error_m(alert: Alert, style: CotStyle) -> float:
     return max(errors, default=style.default_error_m)
 
 
+def _type_how(alert: Alert) -> tuple[str, str] | None:
+    """The CoT type and how of an alert's events; None for a kind TAK has no use for."""
+    if alert.kind in GEOFENCE_KINDS:
+        return "b-a-g", "m-f" if alert.kind == "fused" else "m-i"
+    if alert.kind in DETECTION_KINDS:
+        return "b-d", "m-c"
+    return None
+
+
 def alert_event(alert: Alert, style: CotStyle) -> bytes | None:
     """One alert state as a CoT event (XML bytes); None for what TAK has no use for (a sensor fault)."""
-    uid = style.uid(alert.alert_id)
-    if alert.state in CANCEL_STATES:
-        return cancel_event(alert, style)
-    if alert.kind in GEOFENCE_KINDS:
-        kind, how = "b-a-g", "m-f" if alert.kind == "fused" else "m-i"
-    elif alert.kind in DETECTION_KINDS:
-        kind, how = "b-d", "m-c"
-    else:
+    kind_how = _type_how(alert)
+    if kind_how is None:
         return None
-    event = _event(kind, uid, how, alert.ts, alert.ts + style.stale_s)
+    kind, how = kind_how
+    if alert.state in CANCEL_STATES:
+        return cancel_event(alert, style, kind, how)
+    event = _event(kind, style.uid(alert.alert_id), how, alert.ts, alert.ts + style.stale_s)
     _point(event, alert.location, _error_m(alert, style))
     detail = ET.SubElement(event, "detail")
     if kind == "b-a-g":
@@ -92,13 +98,15 @@ def alert_event(alert: Alert, style: CotStyle) -> bytes | None:
     return ET.tostring(event, encoding="utf-8", xml_declaration=False)
 
 
-def cancel_event(alert: Alert, style: CotStyle) -> bytes:
-    """The alarm of this alert is over (acknowledged or closed): same uid, ``b-a-o-can``, stale at once."""
-    event = _event(CANCEL_TYPE, style.uid(alert.alert_id), "m-f" if alert.kind == "fused" else "h-e", alert.ts,
+def cancel_event(alert: Alert, style: CotStyle, kind: str, how: str) -> bytes:
+    """The alarm of this alert is over (acknowledged or closed): same uid, stale at once; a geofence alarm as
+    ``b-a-o-can`` with ``<emergency cancel="true">``, a detection event as itself."""
+    event = _event(CANCEL_TYPE if kind == "b-a-g" else kind, style.uid(alert.alert_id), how, alert.ts,
                    alert.ts + 1.0)
     _point(event, alert.location, _error_m(alert, style))
     detail = ET.SubElement(event, "detail")
-    ET.SubElement(detail, "emergency", {"cancel": "true", "type": "Geo-fence Breached"}).text = style.callsign
+    if kind == "b-a-g":
+        ET.SubElement(detail, "emergency", {"cancel": "true", "type": "Geo-fence Breached"}).text = style.callsign
     ET.SubElement(detail, "contact", {"callsign": style.callsign})
     ET.SubElement(detail, "remarks", {"source": style.uid_prefix, "time": iso_ms(alert.ts)}).text = \
         f"{alert.state}: {alert.summary}"
