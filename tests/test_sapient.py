@@ -171,3 +171,77 @@ def test_doctor_says_whether_the_fusion_node_accepts_the_registration(tmp_path: 
         assert "OK   SAPIENT: 127.0.0.1:" in ok.stdout and "accepted by fusion node 5b0c3f1e" in ok.stdout, ok.stdout
         node.wait_for(lambda recs: any(r.get("type") == "status_report" for r in recs), 10)
         assert node.violations() == []
+
+
+def test_what_a_fusion_node_sends_is_untrusted(tmp_path: Path) -> None:
+    """Garbage, tasks, acks of alerts nobody raised and a frame announcing 4 GB: the node answers what it can,
+    hands acks on for the core to judge, drops the connection on the oversized frame and registers again."""
+    import socket
+    import struct
+    import threading
+
+    from sapient_msg.bsi_flex_335_v2_0 import alert_ack_pb2, task_pb2
+
+    from edge_agent.config.outputs import SapientConfig
+    from edge_agent.outputs.sapient import SapientOutput
+    from edge_agent.outputs.sapient_messages import NodeSheet, node_id_of
+    from tests.sapient_fusion import FUSION_NODE_ID, frame, now_timestamp, read_frame
+    from tests.sapient_fusion import SapientMessage as Msg
+
+    server = socket.create_server(("127.0.0.1", 0))
+    got: list[list[str]] = []
+
+    def fusion_node() -> None:
+        for round_ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                seen: list[str] = []
+                got.append(seen)
+                first = read_frame(conn)
+                seen.append(first.WhichOneof("content") if first else "nothing")
+                ack = Msg(node_id=FUSION_NODE_ID)
+                ack.registration_ack.acceptance = True
+                conn.sendall(frame(now_timestamp(ack)))
+                conn.sendall(struct.pack("<I", 5) + b"hello")  # not a SapientMessage
+                task = Msg(node_id=FUSION_NODE_ID)
+                task.task.CopyFrom(task_pb2.Task(task_id="01J00000000000000000000000",
+                                                 control=task_pb2.Task.CONTROL_START))
+                conn.sendall(frame(now_timestamp(task)))
+                bogus = Msg(node_id=FUSION_NODE_ID)
+                bogus.alert_ack.CopyFrom(alert_ack_pb2.AlertAck(
+                    alert_id="x" * 300, alert_ack_status=alert_ack_pb2.AlertAck.ALERT_ACK_STATUS_ACCEPTED))
+                conn.sendall(frame(now_timestamp(bogus)))
+                conn.settimeout(10)
+                while (msg := _read_or_none(conn)) is not None:
+                    seen.append(msg.WhichOneof("content") or "")
+                    if msg.WhichOneof("content") == "task_ack":
+                        assert msg.task_ack.task_status == msg.task_ack.TASK_STATUS_REJECTED
+                        if round_ == 0:
+                            conn.sendall(struct.pack("<I", 2**32 - 1))  # 4 GB announced: the node must hang up
+                        else:
+                            return
+
+    def _read_or_none(conn: socket.socket) -> Msg | None:
+        try:
+            return read_frame(conn)
+        except OSError:  # the node hung up (a reset: it left our frame unread)
+            return None
+
+    thread = threading.Thread(target=fusion_node, daemon=True)
+    thread.start()
+    store = IncidentStore(tmp_path / "incidents.db")
+    acks: list[Any] = []
+    cfg = SapientConfig(host="127.0.0.1", port=server.getsockname()[1], retry_min_s=0.1, retry_max_s=0.2)
+    sheet = NodeSheet(node_id_of("t", "box1"), "n", "n", 0, 1, 0, 10)
+    out = SapientOutput(store.deliveries, cfg, sheet, acks.append, {}).start()
+    try:
+        thread.join(30)
+        assert not thread.is_alive(), got
+        assert [seen[0] for seen in got] == ["registration", "registration"], "it registered again"
+        assert all("task_ack" in seen for seen in got), got
+        assert len(acks) >= 1 and acks[0].alert_id == "x" * 300 and acks[0].by == f"sapient:{FUSION_NODE_ID}"
+        assert out.report()["failures"] >= 1
+    finally:
+        out.stop()
+        store.close()
+        server.close()

@@ -118,6 +118,9 @@ class OutputRunner:
                 await self.session()
             except (TimeoutError, OSError, OutputDown, asyncio.IncompleteReadError) as exc:
                 self._went_down(exc)
+            except Exception as exc:  # a fault of ours: logged with its trace, the output goes on after a backoff
+                log.exception("output %s: the session failed", self.name)
+                self._went_down(exc)
             if self._stop.is_set():
                 break
             if time.monotonic() - started > max(30.0, self.retry.retry_max_s):

@@ -167,6 +167,7 @@ class CotOutput(OutputRunner):
         await self._write(writer, [ping_event(self.style.callsign, time.time())])
         deadline = time.monotonic() + self.cfg.confirm_timeout_s
         while events.pongs <= before:
+            self.heartbeat = time.monotonic()
             if listening is not None and listening.done():
                 listening.result()
                 raise OutputDown("the TAK server's stream ended")
