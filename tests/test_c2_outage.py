@@ -1,6 +1,7 @@
 """Issue 23's outage figures: a running ``edge-agent run`` raises metal alerts while its TAK server (taky, over
-TCP with ping-confirmed delivery) and its SAPIENT fusion node are each SIGKILLed twice mid-run and brought back.
-Every alert the box committed reaches each peer; only repeats of the same alert come twice.
+TCP with ping-confirmed delivery) and its SAPIENT fusion node are each SIGKILLed twice mid-run and brought back,
+and the agent itself is SIGKILLed and restarted while the fusion node is away. Every alert the box committed
+reaches each peer; only repeats of the same alert come twice.
 
     python -m tests.test_c2_outage [--alerts N]     prints the figures (committed vs received by each peer)
 """
@@ -36,7 +37,7 @@ UID_PREFIX = "edge-agent.t.box1."
 @dataclass
 class C2Outage:
     committed: set[str] = field(default_factory=set)
-    tak: dict[str, int] = field(default_factory=dict)  # alert id -> times a TAK client got its alarm
+    tak: dict[str, int] = field(default_factory=dict)  # alert id -> times a TAK client got its alarm (not cancels)
     sapient: dict[str, int] = field(default_factory=dict)  # alert id -> times the fusion node got it ACTIVE
     violations: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
@@ -80,20 +81,28 @@ def _committed(db: Path) -> set[str]:
 
 
 def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
-    """``alerts`` metal alerts in six batches; between them the TAK server and the fusion node each die twice."""
+    """``alerts`` metal alerts in seven batches; between them the TAK server and the fusion node each die twice, and
+    the agent once while the fusion node is away."""
     udp = free_port()
     tak = TakServer(tmp_path / "taky").start()
     fusion = FusionNode(free_port(), tmp_path / "fusion.jsonl", ack_alerts=False).start()
     clients = [CotListener(tak)]
     db = tmp_path / "state" / "incidents.db"
     log = (tmp_path / "agent.log").open("a")
-    agent = subprocess.Popen([EXE, "run", "--config", str(_config(tmp_path, udp, tak.port, fusion.port))],
-                             stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
+    config = _config(tmp_path, udp, tak.port, fusion.port)
     pacer = UdpPacer(udp)
+
+    def start_agent() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([EXE, "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log,
+                                cwd=ROOT)
+        assert pacer.wait_bound(30), (tmp_path / "agent.log").read_text()[-3000:]
+        return proc
+
+    agent = start_agent()
     run = C2Outage()
     t0 = time.monotonic()
     sent = 0
-    per_batch = max(1, alerts // 6)
+    per_batch = max(1, alerts // 7)
 
     def note(what: str) -> None:
         run.events.append(f"{time.monotonic() - t0:5.1f} s {sent:4d} alarms: {what}")
@@ -111,7 +120,6 @@ def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
         clients.append(CotListener(tak))  # a TAK device reconnects: what it missed comes from the box's backlog
 
     try:
-        assert pacer.wait_bound(30), (tmp_path / "agent.log").read_text()[-3000:]
         batch()
         tak.kill()
         note("TAK server SIGKILL")
@@ -130,6 +138,11 @@ def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
         tak_back()
         note("fusion node SIGKILL again, TAK server back")
         batch()
+        agent.send_signal(signal.SIGKILL)  # a power cut with alerts owed to the fusion node: only the log has them
+        agent.wait(10)
+        agent = start_agent()
+        note("agent SIGKILL with a backlog for SAPIENT, restarted")
+        batch()
         fusion.start()
         note("fusion node back")
         run.committed = _committed(db)
@@ -138,7 +151,8 @@ def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
             run.tak = {}
             for client in clients:
                 for event in client.events():
-                    if event.type == "b-d" and event.uid and event.uid.startswith(UID_PREFIX):
+                    alarm = event.type == "b-d" and event.cot.staleTime - event.cot.startTime > 1000  # not a cancel
+                    if alarm and event.uid and event.uid.startswith(UID_PREFIX):
                         key = event.uid.removeprefix(UID_PREFIX)
                         run.tak[key] = run.tak.get(key, 0) + 1
             run.sapient = {}
@@ -164,9 +178,9 @@ def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
 
 
 def test_each_peer_gets_every_alert_through_two_outages_each(tmp_path: Path) -> None:
-    run = run_c2_outage(tmp_path, alerts=60)
+    run = run_c2_outage(tmp_path, alerts=70)
     report = "\n".join(run.lines())
-    assert len(run.committed) == 60, report
+    assert len(run.committed) == 70, report
     assert run.committed - set(run.tak) == set(), report
     assert run.committed - set(run.sapient) == set(), report
     assert run.violations == [], report

@@ -245,3 +245,30 @@ def test_what_a_fusion_node_sends_is_untrusted(tmp_path: Path) -> None:
         out.stop()
         store.close()
         server.close()
+
+
+def test_health_shows_each_output_state_and_backlog(tmp_path: Path) -> None:
+    from edge_agent.config.agent import load_config
+    from edge_agent.runtime.agent import Agent
+
+    fusion_port, udp = free_port(), free_port()
+    node = FusionNode(fusion_port, tmp_path / "fusion.jsonl", ack_alerts=False).start()
+    agent = Agent(load_config(_config(tmp_path, fusion_port, udp)))
+    agent.start()
+    try:
+        def sapient() -> dict[str, Any]:
+            return dict(agent.health()["outputs"]["sapient"])
+
+        assert wait_for(lambda: sapient()["state"] == "up" and sapient()["registered"], 20), sapient()
+        node.kill()
+        assert wait_for(lambda: sapient()["state"] != "up", 20), sapient()
+        UdpPacer(udp).send(pmdet("md-1", 1, "ALARM", 80, 1).encode() + b"\n")
+        assert wait_for(lambda: sapient()["backlog"] == 1, 20), sapient()
+        report = sapient()
+        assert report["last_error"] and report["failures"] >= 1 and report["oldest_s"] >= 0, report
+        assert agent.health()["stages"]["output:sapient"] == "ok", "a peer away is not a dead stage"
+        node.start()
+        assert wait_for(lambda: sapient()["backlog"] == 0 and sapient()["sent"] == 1, 20), sapient()
+    finally:
+        agent.stop()
+        node.stop()
