@@ -82,3 +82,29 @@ def test_retention_waits_for_every_output_and_takes_their_rows_with_the_incident
     assert store.db.execute("SELECT COUNT(*) FROM output_queue").fetchone()[0] == 0
     assert store.verify() == []
     store.close()
+
+
+def test_a_version_4_database_gains_the_output_queue_and_keeps_its_alerts(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edge_agent.incidents.schema import SCHEMA_VERSION
+
+    path = tmp_path / "incidents.db"
+    store = IncidentStore(path)
+    store.queue_alert(_alert())
+    store.close()
+    with sqlite3.connect(path) as conn:  # as the agent before the other outputs left it
+        conn.execute("DROP TABLE output_queue")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'v5'")
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    store = IncidentStore(path)
+    try:
+        assert store.version == SCHEMA_VERSION == 5 and "output_queue" in store.db.table_names()
+        store.deliveries.outputs = ("cot",)
+        store.queue_alert(_alert())
+        assert len(store.deliveries.owed("cot")) == 1
+        assert store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 2
+        assert store.verify() == []
+    finally:
+        store.close()

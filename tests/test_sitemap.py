@@ -24,6 +24,7 @@ from edge_agent.config.agent import load_config, parse_config
 from edge_agent.core.site import Site
 from edge_agent.core.sitemap import FOOTPRINT_MAX_RANGE_M, SCHEMA, encode_site_map, site_map
 from edge_agent.incidents import report, review
+from edge_agent.incidents.schema import SCHEMA_VERSION
 from edge_agent.incidents.store import SITE_MAPS_KEPT, IncidentStore
 from edge_agent.runtime.agent import Agent
 from geofences.geo import GeoCalibration, GroundControlPoint, LocalPlane, distance_m, footprint, recover_pose
@@ -309,7 +310,8 @@ def test_a_version_3_database_gains_the_site_maps_table(tmp_path: Path) -> None:
     conn.close()
     store = IncidentStore(path)
     try:
-        assert store.version == 4 and "site_maps" in store.db.table_names() and store.latest_site_map() is None
+        assert store.version == SCHEMA_VERSION and "site_maps" in store.db.table_names()
+        assert store.latest_site_map() is None
     finally:
         store.close()
 
