@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.sapient_fusion import FusionNode
+from benchmarks.takserver import CotListener, TakServer, have_taky
 from edge_agent.demo.script import pmdet
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, free_port, wait_for
-from tests.sapient_fusion import FusionNode
-from tests.takserver import CotListener, TakServer, have_taky
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not have_taky(), reason="taky's venv is missing: run ./dev setup")]

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.sapient_fusion import FusionNode
+from benchmarks.takserver import CotListener, TakServer, have_taky
 from sensors.sim import ThermalScene
 from tests.brokers import ROOT, free_port
-from tests.sapient_fusion import FusionNode
 from tests.scenes import intrusion_config
-from tests.takserver import CotListener, TakServer, have_taky
 
 pytestmark = [pytest.mark.integration, pytest.mark.model,
               pytest.mark.skipif(not have_taky(), reason="taky's venv is missing: run ./dev setup")]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.takserver import CotListener, MulticastListener, TakServer, have_taky, make_test_pki
 from edge_agent.config.outputs import CotConfig
 from edge_agent.contract.acks import Ack
 from edge_agent.contract.alert import Alert, Evidence
@@ -24,7 +25,6 @@ from edge_agent.incidents.store import IncidentStore
 from edge_agent.outputs.cot import CotStyle
 from edge_agent.outputs.tak import CotOutput
 from tests.brokers import wait_for
-from tests.takserver import CotListener, MulticastListener, TakServer, have_taky, make_test_pki
 
 pytestmark = pytest.mark.integration
 STYLE = CotStyle(callsign="t-box1", uid_prefix="edge-agent.t.box1", stale_s=600, snapshot_url=None,

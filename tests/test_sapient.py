@@ -1,5 +1,5 @@
 """Issue 23's SAPIENT acceptance: a running ``edge-agent run`` is a BSI Flex 335 v2.0 edge node of the tests' own
-fusion node (``tests.sapient_fusion``, written from the standard: mandatory fields from the protos' options,
+fusion node (``benchmarks.sapient_fusion``, written from the standard: mandatory fields from the protos' options,
 UUID v4 and ULID formats, Dstl's timestamp window, registration first). Every message the box sends passes;
 the fusion node's alert acks acknowledge the incidents; killing and restarting the fusion node mid-run loses
 no alert."""
@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.sapient_fusion import FusionNode
 from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.contract.ids import new_ulid
 from edge_agent.demo.script import pmdet
 from edge_agent.incidents.store import IncidentStore
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, free_port, wait_for
-from tests.sapient_fusion import FusionNode
 
 pytestmark = pytest.mark.integration
 EXE = str(Path(sys.executable).with_name("edge-agent"))
@@ -182,11 +182,11 @@ def test_what_a_fusion_node_sends_is_untrusted(tmp_path: Path) -> None:
 
     from sapient_msg.bsi_flex_335_v2_0 import alert_ack_pb2, task_pb2
 
+    from benchmarks.sapient_fusion import FUSION_NODE_ID, frame, now_timestamp, read_frame
+    from benchmarks.sapient_fusion import SapientMessage as Msg
     from edge_agent.config.outputs import SapientConfig
     from edge_agent.outputs.sapient import SapientOutput
     from edge_agent.outputs.sapient_messages import NodeSheet, node_id_of
-    from tests.sapient_fusion import FUSION_NODE_ID, frame, now_timestamp, read_frame
-    from tests.sapient_fusion import SapientMessage as Msg
 
     server = socket.create_server(("127.0.0.1", 0))
     got: list[list[str]] = []

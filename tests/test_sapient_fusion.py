@@ -1,4 +1,4 @@
-"""The SAPIENT fusion-node simulator (tests/sapient_fusion.py) itself: that its checks fail on what the standard
+"""The SAPIENT fusion-node simulator (benchmarks/sapient_fusion.py) itself: that its checks fail on what the standard
 forbids and pass on what it allows, and that the server answers, records and survives a SIGKILL as the tests of
 the edge node will rely on."""
 
@@ -24,8 +24,7 @@ from sapient_msg.bsi_flex_335_v2_0.registration_pb2 import Registration
 from sapient_msg.bsi_flex_335_v2_0.sapient_message_pb2 import SapientMessage
 from sapient_msg.bsi_flex_335_v2_0.status_report_pb2 import StatusReport
 
-from tests.brokers import free_port
-from tests.sapient_fusion import (
+from benchmarks.sapient_fusion import (
     ACK_REASON,
     FUSION_NODE_ID,
     ICD_VERSION,
@@ -39,6 +38,7 @@ from tests.sapient_fusion import (
     read_frame,
     validate,
 )
+from tests.brokers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The TAK test harness itself (tests/takserver.py): a real taky carries a CoT event from a sender to a listener,
+"""The TAK test harness itself (benchmarks/takserver.py): a real taky carries a CoT event from a sender to a listener,
 keeps a track for a late client, comes back on its port after a kill, refuses a TLS client without a certificate,
 and a multicast listener on loopback hears what pytak sends. If these fail, the CoT output's tests prove nothing."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.takserver import (
+from benchmarks.takserver import (
     TAKY,
     CotEvent,
     CotListener,

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +47,9 @@ from typing import Any, Self
 import takproto
 from lxml import etree
 
-from tests.brokers import ROOT, free_port
+from edge_agent.demo.brokers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TAKY = Path(os.environ.get("EDGE_AGENT_HOME") or ROOT / ".state") / "taky-venv" / "bin" / "taky"
 HOST = "127.0.0.1"
@@ -199,6 +201,7 @@ class CotEvent:
     proto: Any
     error: str | None = None
     sender: tuple[str, int] | None = None  # a datagram's source address
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
 
     @property
     def cot(self) -> Any:

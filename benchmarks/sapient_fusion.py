@@ -2,8 +2,8 @@
 checks every message they send against the standard's protos (their mandatory, UUID and ULID options), answers
 registrations and active alerts, and records what it received and sent as JSON lines.
 
-Run it as ``python -m tests.sapient_fusion --port P --record PATH [--host H] [--ack-alerts] [--reject-registration]``
-from the checkout's root; tests drive it through :class:`FusionNode`.
+Run it as ``python -m benchmarks.sapient_fusion --port P --record PATH [--host H] [--ack-alerts]
+[--reject-registration]`` from the checkout's root; tests and benchmarks drive it through :class:`FusionNode`.
 
 Framing: a 4-byte little-endian unsigned length, then that many bytes of a serialized ``SapientMessage``.
 """
@@ -356,7 +356,7 @@ async def serve(host: str, port: int, record: Path, *, ack_alerts: bool, reject_
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.sapient_fusion",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sapient_fusion",
                                      description="A SAPIENT fusion node for the tests.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--record", type=Path, required=True, help="JSON-lines file to append to")
@@ -394,7 +394,7 @@ class FusionNode:
         """Spawn the simulator and wait until its port accepts connections (it says so once it has bound)."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"the fusion node already runs (pid {self.proc.pid})")
-        cmd = [sys.executable, "-m", "tests.sapient_fusion", "--host", self.host, "--port", str(self.port),
+        cmd = [sys.executable, "-m", "benchmarks.sapient_fusion", "--host", self.host, "--port", str(self.port),
                "--record", str(self.record_path)]
         if self.ack_alerts:
             cmd.append("--ack-alerts")
