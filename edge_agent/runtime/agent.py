@@ -233,7 +233,10 @@ class Agent:
         if [c.model_dump() for c in fresh.cameras] != [c.model_dump() for c in self.config.cameras] or \
                 [s.model_dump() for s in fresh.fixed_sensors] != [s.model_dump() for s in self.config.fixed_sensors]:
             log.warning("SIGHUP: camera and sensor changes take effect on restart; zones and rules reload now")
-        fresh = fresh.model_copy(update={"cameras": self.config.cameras, "fixed_sensors": self.config.fixed_sensors})
+        if fresh.outputs != self.config.outputs:
+            log.warning("SIGHUP: output changes (outputs.cot, outputs.sapient) take effect on restart")
+        fresh = fresh.model_copy(update={"cameras": self.config.cameras, "fixed_sensors": self.config.fixed_sensors,
+                                         "outputs": self.config.outputs})
         self.queue.put(RulesReloaded(fresh, self.config_path))
 
     def _share_site(self, view: SiteView | None = None) -> None:
