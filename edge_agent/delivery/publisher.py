@@ -6,9 +6,10 @@ the broker's PUBACK for it arrives. After a reconnect or a restart everything st
 again, so delivery is at least once and consumers de-duplicate by ``alert_id``. With ``require_receipt`` a
 PUBACK is not enough: an alert state is done when a command post's receipt for it arrives on ``.../receipts``,
 and is published again until one does (a broker killed before it saved its queue loses what it acknowledged).
-``status`` is retained with a last will of ``offline``; acks arrive on ``.../acks`` and go to ``on_ack``. The box's
-map (``set_site``) is retained on ``.../site``, published when it is set and again on every connect (a broker
-restarted without persistence has it back).
+With ``mqtt.hosts`` a lost connection (or a failed connect) moves the client to the next broker, after paho's
+backoff, and the outbox replays there. ``status`` is retained with a last will of ``offline``; acks arrive on
+``.../acks`` and go to ``on_ack``. The box's map (``set_site``) is retained on ``.../site``, published when it is
+set and again on every connect (a broker restarted without persistence has it back).
 
 No message can stop delivery: every paho callback catches what it raises (a bad message is kept as rejected
 input), and the sender notices a network thread that ended or hangs, builds the client again (same id, will,
@@ -66,6 +67,7 @@ class DeliveryCounters(InboundCounters):
     refused: int = 0
     connects: int = 0
     rebuilds: int = 0  # the MQTT client built again after its network thread ended or hung
+    failovers: int = 0  # moves to the next broker of mqtt.hosts
     callback_errors: int = 0
     last_error: str = ""
 
@@ -97,6 +99,8 @@ class Publisher:
         self.topics = BoxTopics(self.root)
         self.counters = DeliveryCounters()
         self.client_id = cfg.client_id or f"edge-agent-{site}-{box}"
+        self.brokers = cfg.brokers
+        self.broker = 0  # which of them the client connects to now; on a loss it moves to the next
         self.connected = threading.Event()
         self.listening = threading.Event()  # the broker confirmed the subscription to acks (and receipts)
         self.client = self._new_client()
@@ -127,9 +131,25 @@ class Publisher:
         client.on_subscribe = self._on_subscribe
         return client
 
+    @property
+    def where(self) -> str:
+        host, port = self.brokers[self.broker]
+        return f"{host}:{port}"
+
     def _connect(self) -> None:
-        connect_persistent(self.client, self.cfg)
+        connect_persistent(self.client, self.cfg, self.brokers[self.broker])
         self.client.loop_start()
+
+    def _next_broker(self, client: mqtt.Client) -> None:
+        """On paho's network thread, after a failed connect or a lost connection: its next reconnect (after
+        paho's backoff) goes to the next broker of ``mqtt.hosts``; the outbox replays there."""
+        if len(self.brokers) < 2:
+            return
+        was = self.where
+        self.broker = (self.broker + 1) % len(self.brokers)
+        connect_persistent(client, self.cfg, self.brokers[self.broker])
+        self.counters.failovers += 1
+        log.warning("mqtt: %s lost; trying the next broker, %s", was, self.where)
 
     def start(self) -> None:
         if not self.cfg.require_receipt and (waived := self.store.waive_receipts()):
@@ -184,13 +204,14 @@ class Publisher:
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             self.counters.last_error = f"broker refused the connection: {reason}"
-            log.error("mqtt %s:%s: %s", self.cfg.host, self.cfg.broker_port, self.counters.last_error)
+            log.error("mqtt %s: %s", self.where, self.counters.last_error)
+            self._next_broker(client)
             return
         self.counters.connects += 1
         client.publish(self.topics.status, status_payload("online"), qos=1, retain=True)
         topics = [(self.topics.acks, 1)] + ([(self.topics.receipts, 1)] if self.cfg.require_receipt else [])
         client.subscribe(topics)
-        log.info("mqtt connected to %s:%s as %s", self.cfg.host, self.cfg.broker_port, self.root)
+        log.info("mqtt connected to %s as %s", self.where, self.root)
         with self._site_lock:
             if self._site is not None:
                 client.publish(self.topics.site, self._site, qos=1, retain=True)
@@ -206,15 +227,18 @@ class Publisher:
             log.error("mqtt: %s", self.counters.last_error)
 
     @_guarded
-    def _on_connect_fail(self, _c: mqtt.Client, _ud: Any) -> None:
-        self.counters.last_error = f"cannot reach the broker at {self.cfg.host}:{self.cfg.broker_port}"
+    def _on_connect_fail(self, client: mqtt.Client, _ud: Any) -> None:
+        self.counters.last_error = f"cannot reach the broker at {self.where}"
         log.warning("mqtt: %s; alerts wait in the outbox, retrying", self.counters.last_error)
+        self._next_broker(client)
 
     @_guarded
-    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_disconnect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if self.connected.is_set():
-            log.warning("mqtt disconnected: %s", reason)
-            self.counters.last_error = f"disconnected: {reason}"
+            log.warning("mqtt disconnected from %s: %s", self.where, reason)
+            self.counters.last_error = f"disconnected from {self.where}: {reason}"
+            if not self._stop.is_set():
+                self._next_broker(client)
         self.connected.clear()
         self.listening.clear()
         self._wake.set()

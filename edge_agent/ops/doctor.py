@@ -215,11 +215,12 @@ def check_model(config: AgentConfig) -> Check:
                  "use the OpenVINO export at imgsz 320, or enable gating, on a slow box")
 
 
-def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
+def check_broker(cfg: MqttConfig, timeout_s: float = 8.0, broker: tuple[str, int] | None = None,
+                 name: str = "broker") -> Check:
     from edge_agent.shared.mqttclient import make_client
 
-    name = "broker"
-    where = f"{cfg.host}:{cfg.broker_port}"
+    host, port = broker or cfg.brokers[0]
+    where = f"{host}:{port}"
     try:
         client = make_client(cfg, f"edge-agent-doctor-{os.getpid()}")
     except (ValueError, OSError) as exc:
@@ -233,10 +234,11 @@ def check_broker(cfg: MqttConfig, timeout_s: float = 8.0) -> Check:
 
     client.on_connect = on_connect
     try:
-        client.connect(cfg.host, cfg.broker_port, keepalive=10)
+        client.connect(host, port, keepalive=10)
     except (OSError, ValueError) as exc:
         tls = " and the TLS files (tls.ca_file, cert_file, key_file)" if cfg.tls else ""
-        return Check(FAIL, name, f"{where} unreachable: {exc}", f"check mqtt.host, mqtt.port, the network{tls}")
+        return Check(FAIL, name, f"{where} unreachable: {exc}",
+                     f"check mqtt.host (or hosts), mqtt.port, the network{tls}")
     client.loop_start()
     try:
         if not done.wait(timeout_s):
@@ -350,7 +352,10 @@ def run_checks(config: AgentConfig, camera_timeout_s: float = 10.0, listen_s: fl
     yield from check_outputs(config)
     if config.mqtt is not None:
         mq = config.mqtt
-        yield _guard("broker", lambda: check_broker(mq))
+        brokers = mq.brokers
+        for i, broker in enumerate(brokers, 1):  # with mqtt.hosts, each broker the box may fail over to
+            name = "broker" if len(brokers) == 1 else f"broker {i}/{len(brokers)}"
+            yield _guard(name, partial(check_broker, mq, broker=broker, name=name))
     else:
         yield Check(WARN, "broker", "no mqtt section: alerts stay in the outbox", "add the command post's broker "
                     "(mqtt.host, credentials, tls)")

@@ -184,7 +184,7 @@ class Agent:
                                   beat_of=functools.partial(getattr, out, "heartbeat")))
         log.info("agent %s started: %d camera(s), %d feed(s), incident log %s, broker %s%s", self.root,
                  len(self.cameras), len(self.feeds), cfg.db_path,
-                 f"{cfg.mqtt.host}:{cfg.mqtt.broker_port}" if cfg.mqtt else "none (alerts stay in the outbox)",
+                 ", ".join(f"{h}:{p}" for h, p in cfg.mqtt.brokers) if cfg.mqtt else "none (alerts stay in the outbox)",
                  "".join(f", output {out.name}" for out in self.outputs))
         self._share_site(first_map)  # once every sensor listens: storing it waits for the disk
 

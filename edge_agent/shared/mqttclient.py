@@ -54,18 +54,19 @@ def make_client(cfg: MqttConfig, client_id: str, persistent: bool = False) -> mq
     return client
 
 
-def connect_persistent(client: mqtt.Client, cfg: MqttConfig) -> None:
-    """Connect in the background, keeping the session (MQTT 5: for ``SESSION_EXPIRY_S``)."""
+def connect_persistent(client: mqtt.Client, cfg: MqttConfig, broker: tuple[str, int] | None = None) -> None:
+    """Connect in the background to ``broker`` (default: the first configured), keeping the session (MQTT 5: for
+    ``SESSION_EXPIRY_S``). Called again from a callback, it points paho's next reconnect at another broker."""
+    host, port = broker or cfg.brokers[0]
     if cfg.protocol == "5":
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        client.connect_async(cfg.host, cfg.broker_port, keepalive=cfg.keepalive_s, clean_start=False,
-                             properties=props)
+        client.connect_async(host, port, keepalive=cfg.keepalive_s, clean_start=False, properties=props)
     else:
-        client.connect_async(cfg.host, cfg.broker_port, keepalive=cfg.keepalive_s)
+        client.connect_async(host, port, keepalive=cfg.keepalive_s)
 
 
 class _CallbackErrors(logging.Filter):
