@@ -128,8 +128,9 @@ class Collector:
     """A command-post subscriber: a persistent session (QoS 1), every message kept in order."""
 
     def __init__(self, port: int, topics: str | list[str], client_id: str = "test-collector",
-                 receipts_by: str | None = None, **tls: Any) -> None:
-        """``receipts_by``: send a receipt in this name to ``{root}/receipts`` for each alert state received."""
+                 receipts_by: str | None = None, auth: tuple[str, str] | None = None, **tls: Any) -> None:
+        """``receipts_by``: send a receipt in this name to ``{root}/receipts`` for each alert state received;
+        ``auth``: user name and password."""
         self.messages: list[mqtt.MQTTMessage] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -138,6 +139,8 @@ class Collector:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if tls:
             self.client.tls_set(**tls)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.topics = [topics] if isinstance(topics, str) else topics
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
