@@ -292,7 +292,7 @@ def cmd_command_post(args: argparse.Namespace) -> int:
     try:
         if args.what is None:
             return serve(cfg)
-        store = CommandPostStore(cfg.store_path)
+        store = CommandPostStore(cfg.store_location)
         users = Users(store)
         if args.action == "list":
             for u in users.list():

@@ -185,6 +185,7 @@ def test_hostile_messages_are_refused_and_every_stored_state_gets_a_receipt(tmp_
     broker = Mosquitto().start()
     store = CommandPostStore(tmp_path / "cp.db")
     events: list[dict[str, Any]] = []
+    store.on_change = events.append  # the store tells the pages what changed; ingest only the broker link
     ingest = Ingest(MqttConfig(host="127.0.0.1", port=broker.port), "cp-unit", store, events.append, by="cp-unit")
     ingest.start()
     side = _Listener(broker.port, "border/+/+/receipts")

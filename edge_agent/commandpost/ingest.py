@@ -1,6 +1,7 @@
 """The web command post's side of the receiver: every box's alerts, status, health, site map and snapshots into
 the store, a receipt back to the box for each alert state stored (the receiver sends it once ``take`` has
-returned, so only after the store committed), and a live event for the page after each change.
+returned, so only after the store committed); the store tells the pages what changed (on a shared PostgreSQL
+store, what any command post changed).
 
 The client id is fixed (``cp-{name}``) and the session persistent (QoS 1 subscriptions), so what the boxes
 publish while the command post is down waits at the broker and arrives when it is back. With
@@ -47,7 +48,7 @@ class Ingest:
         self.receiver.stop()
 
     def take(self, message: Received) -> None:
-        """Store one message (committed when this returns) and tell the open pages."""
+        """Store one message (committed when this returns); the store tells the open pages what changed."""
         match message:
             case AlertReceived(alert, received):
                 stored = self.store.add_alert(alert, received)
@@ -55,22 +56,16 @@ class Ingest:
                     self.counters.duplicates += 1
                     return
                 self.counters.alerts += 1
-                if stored.latest:
-                    self.publish({"type": "alert", "alert_id": alert.alert_id, "received": received})
             case BoxStatus(site, box, state, version, received):
-                if self.store.box_status(site, box, state, version, received):
-                    self.publish({"type": "box", "key": f"{site}/{box}"})
+                self.store.box_status(site, box, state, version, received)
             case BoxHealth(site, box, summary, received):
                 self.store.box_health(site, box, summary, received)
                 self.counters.health += 1
-                self.publish({"type": "box", "key": f"{site}/{box}"})
             case SiteMap(site, box, geojson, received):
                 self.store.site_map(site, box, geojson, received)
                 self.counters.site_maps += 1
-                self.publish({"type": "site", "key": f"{site}/{box}"})
             case Snapshot(_site, _box, alert_id, jpeg, received):
                 self.store.add_snapshot(alert_id, jpeg, received)
                 self.counters.snapshots += 1
-                self.publish({"type": "snapshot", "alert_id": alert_id})
             case BrokerLink(connected):
                 self.publish({"type": "broker", "connected": connected})

@@ -103,8 +103,10 @@ class CommandPost:
         check_files(cfg)
         leaflet = leaflet_dir(cfg)
         self.cfg = cfg
-        self.store = CommandPostStore(cfg.store_path)
+        self.store = CommandPostStore(cfg.store_location)
         self.events = LiveEvents(self.store, cfg.silent_after_s)
+        self.store.on_change = self.events.publish  # every change, this command post's or (shared store) another's
+        self.store.listen()
         self.ingest = Ingest(cfg.mqtt, cfg.client_id, self.store, self.events.publish, by=cfg.name)
         self.page = Page(cfg, self.store, self.events, self.ingest.receiver, leaflet)
         app = build_app(self.page, on_start=self.ingest.start, on_stop=self.ingest.stop)
@@ -146,7 +148,7 @@ def serve(cfg: CommandPostConfig) -> int:
     if not cp.page.users.list():
         log.warning("no users yet: add one with 'edge-agent command-post -c CONFIG user add NAME --role guard'")
     print(f"command post {cfg.name}: {cp.url} (broker {cfg.mqtt.host}:{cfg.mqtt.broker_port}, "
-          f"prefix {cfg.mqtt.prefix}, store {cfg.store_path})", flush=True)
+          f"prefix {cfg.mqtt.prefix}, store {cfg.store_shown})", flush=True)
     cp.run()
     return 0
 

@@ -59,14 +59,14 @@ class Users:
         _check(name, role, password)
         now = time.time()
         with self.store.tx():
-            if self.store.db.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
+            if self.store.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
                 raise UserError(f"user {name!r} exists; use 'passwd' to change the password")
-            self.store.db.table("users").insert({"name": name, "role": role, "hash": _hasher.hash(password),
-                                                 "created": now, "changed": now})
+            self.store.execute("INSERT INTO users (name, role, hash, created, changed) VALUES (?, ?, ?, ?, ?)",
+                               [name, role, _hasher.hash(password), now, now])
 
     def remove(self, name: str) -> None:
         with self.store.tx():
-            if self.store.db.execute("DELETE FROM users WHERE name = ?", [name]).rowcount != 1:
+            if self.store.execute("DELETE FROM users WHERE name = ?", [name]).rowcount != 1:
                 raise UserError(f"no user {name!r}")
 
     def passwd(self, name: str, password: str, role: str | None = None) -> None:
@@ -74,7 +74,7 @@ class Users:
         with self.store.tx():
             sets = "hash = ?, changed = ?" + (", role = ?" if role else "")
             args = [_hasher.hash(password), time.time(), *([role] if role else []), name]
-            if self.store.db.execute(f"UPDATE users SET {sets} WHERE name = ?", args).rowcount != 1:
+            if self.store.execute(f"UPDATE users SET {sets} WHERE name = ?", args).rowcount != 1:
                 raise UserError(f"no user {name!r}")
 
     def get(self, name: str) -> User | None:

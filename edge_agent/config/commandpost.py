@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.agent import parse_model, read_config_text
 from edge_agent.config.fields import Ident, Real, Strict, Whole
@@ -53,6 +53,9 @@ class CommandPostConfig(Strict):
                              "Delivery options (require_receipt, escalate_after_s...) are the boxes' own.")
     listen: ListenConfig = Field(default_factory=ListenConfig, description="The page's address.")
     store: Path | None = Field(None, description="SQLite store; default $EDGE_AGENT_HOME/commandpost.db.")
+    store_url: str | None = Field(None, description="A PostgreSQL store shared by several command posts "
+                                  "(postgresql://USER@HOST:PORT/DB; the password from PGPASSWORD or ~/.pgpass), "
+                                  "instead of store.")
     map: MapConfig = Field(default_factory=MapConfig, description="The map.")
     silent_after_s: Real = Field(90.0, gt=0, description="A box online by its status but without health for this "
                                  "long is shown as silent.")
@@ -67,9 +70,35 @@ class CommandPostConfig(Strict):
             raise ValueError("client_id: the command post's id is cp-{name}; set name instead")
         return mqtt
 
+    @field_validator("store_url")
+    @classmethod
+    def _postgres(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"store_url must be a postgresql:// URL, got {url[:40]!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _one_store(self) -> CommandPostConfig:
+        if self.store is not None and self.store_url is not None:
+            raise ValueError("give store (SQLite) or store_url (PostgreSQL), not both")
+        return self
+
     @property
     def store_path(self) -> Path:
         return self.store or default_state_dir() / "commandpost.db"
+
+    @property
+    def store_location(self) -> Path | str:
+        """The shared PostgreSQL store's URL, else the SQLite file."""
+        return self.store_url or self.store_path
+
+    @property
+    def store_shown(self) -> str:
+        """Where the store is, for a log line: a URL without its password."""
+        if self.store_url is None:
+            return str(self.store_path)
+        head, at, tail = self.store_url.rpartition("@")
+        return f"{head.split('://')[0]}://…@{tail}" if at else self.store_url
 
     @property
     def client_id(self) -> str:
