@@ -34,7 +34,7 @@ from edge_agent.contract.acks import ack_payload, receipt_payload
 from edge_agent.contract.alert import Alert, BadAlert, parse_alert
 from edge_agent.contract.ids import IDENT_RE, ULID_RE, one_line
 from edge_agent.contract.topics import ANY, BoxTopics, parse_topic, subscription
-from edge_agent.shared.mqttclient import connect_persistent, make_client
+from edge_agent.shared.mqttclient import Brokers, connect_persistent, make_client
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class Receiver:
         self.report = BadMessageReport(warn)
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        self.brokers = Brokers(cfg)  # with mqtt.hosts: on a loss, the next broker (a cluster's other node)
         self.client = make_client(cfg, client_id, persistent=persistent)
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.client.on_connect = self._on_connect
@@ -121,9 +122,10 @@ class Receiver:
 
     def start(self) -> None:
         if self.persistent:
-            connect_persistent(self.client, self.cfg)
+            connect_persistent(self.client, self.cfg, self.brokers.current)
         else:
-            self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
+            self.client.connect_async(*self.brokers.current, keepalive=self.cfg.keepalive_s)
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -145,10 +147,11 @@ class Receiver:
     # -- paho's thread -------------------------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        where = f"{self.cfg.host}:{self.cfg.broker_port}"
+        where = self.brokers.where
         if reason.is_failure:
             log.error("broker %s refused %s: %s", where, self.client_id, reason)
             self._hand_on("broker", BrokerLink(False, f"refused the connection: {reason}"))
+            self.brokers.advance(client, self.persistent)
             return
         self.counters.connects += 1
         t = self.topics
@@ -159,11 +162,16 @@ class Receiver:
         self.connected.set()
         self._hand_on("broker", BrokerLink(True))
 
-    def _on_disconnect(self, *_a: Any) -> None:
+    def _on_disconnect(self, client: mqtt.Client, *_a: Any) -> None:
         if self.connected.is_set():
-            log.warning("%s lost the broker; reconnecting", self.client_id)
             self.connected.clear()
+            moved = self.brokers.advance(client, self.persistent)
+            log.warning("%s lost the broker; reconnecting%s", self.client_id,
+                        f" to {self.brokers.where}" if moved else "")
             self._hand_on("broker", BrokerLink(False, "lost; reconnecting"))
+
+    def _on_connect_fail(self, client: mqtt.Client, *_a: Any) -> None:
+        self.brokers.advance(client, self.persistent)
 
     def _on_subscribe(self, *_a: Any) -> None:
         self.subscribed.set()

@@ -39,6 +39,7 @@ from edge_agent.contract.topics import BoxTopics, topic_root
 from edge_agent.delivery.inbound import Inbound, InboundCounters
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.shared.mqttclient import (
+    Brokers,
     connect_persistent,
     give_up,
     heard_from_broker_s,
@@ -99,8 +100,7 @@ class Publisher:
         self.topics = BoxTopics(self.root)
         self.counters = DeliveryCounters()
         self.client_id = cfg.client_id or f"edge-agent-{site}-{box}"
-        self.brokers = cfg.brokers
-        self.broker = 0  # which of them the client connects to now; on a loss it moves to the next
+        self.brokers = Brokers(cfg)  # on a loss the client moves to the next of mqtt.hosts
         self.connected = threading.Event()
         self.listening = threading.Event()  # the broker confirmed the subscription to acks (and receipts)
         self.client = self._new_client()
@@ -133,23 +133,19 @@ class Publisher:
 
     @property
     def where(self) -> str:
-        host, port = self.brokers[self.broker]
-        return f"{host}:{port}"
+        return self.brokers.where
 
     def _connect(self) -> None:
-        connect_persistent(self.client, self.cfg, self.brokers[self.broker])
+        connect_persistent(self.client, self.cfg, self.brokers.current)
         self.client.loop_start()
 
     def _next_broker(self, client: mqtt.Client) -> None:
         """On paho's network thread, after a failed connect or a lost connection: its next reconnect (after
         paho's backoff) goes to the next broker of ``mqtt.hosts``; the outbox replays there."""
-        if len(self.brokers) < 2:
-            return
         was = self.where
-        self.broker = (self.broker + 1) % len(self.brokers)
-        connect_persistent(client, self.cfg, self.brokers[self.broker])
-        self.counters.failovers += 1
-        log.warning("mqtt: %s lost; trying the next broker, %s", was, self.where)
+        if self.brokers.advance(client):
+            self.counters.failovers += 1
+            log.warning("mqtt: %s lost; trying the next broker, %s", was, self.where)
 
     def start(self) -> None:
         if not self.cfg.require_receipt and (waived := self.store.waive_receipts()):

@@ -69,6 +69,39 @@ def connect_persistent(client: mqtt.Client, cfg: MqttConfig, broker: tuple[str, 
         client.connect_async(host, port, keepalive=cfg.keepalive_s)
 
 
+class Brokers:
+    """The brokers a client may use (``mqtt.hosts``, else ``mqtt.host``) and the one it uses now. ``advance``, on
+    paho's network thread after a failed connect or a lost connection, points paho's next reconnect (after its
+    backoff) at the next broker."""
+
+    def __init__(self, cfg: MqttConfig) -> None:
+        self.cfg = cfg
+        self.list = cfg.brokers
+        self.index = 0
+        self.moves = 0
+
+    @property
+    def current(self) -> tuple[str, int]:
+        return self.list[self.index]
+
+    @property
+    def where(self) -> str:
+        host, port = self.current
+        return f"{host}:{port}"
+
+    def advance(self, client: mqtt.Client, persistent: bool = True) -> bool:
+        """Move to the next broker (False: only one is configured)."""
+        if len(self.list) < 2:
+            return False
+        self.index = (self.index + 1) % len(self.list)
+        self.moves += 1
+        if persistent:
+            connect_persistent(client, self.cfg, self.current)
+        else:
+            client.connect_async(*self.current, keepalive=self.cfg.keepalive_s)
+        return True
+
+
 class _CallbackErrors(logging.Filter):
     """Of paho's own log, only the exceptions it caught in a callback: the rest (each packet, each failed read
     while the broker is away) our callbacks already say once."""

@@ -348,10 +348,27 @@ function refreshDetailState(a) {
   btn.disabled = state.ackSent.has(a.alert_id);
 }
 
+// an open detail follows its alert: every change (a state, an ack from any command post, a snapshot) reads it again
+let detailReads = 0;
+async function followDetail(alertId) {
+  const read = ++detailReads;
+  const d = await api(`/api/alerts/${alertId}`);
+  if (state.selected !== alertId || read !== detailReads) return;  // closed, or a newer read is under way
+  renderDetail(alertId, d);
+}
+
 async function openDetail(alertId) {
   state.selected = alertId;
+  const read = ++detailReads;
   const d = await api(`/api/alerts/${alertId}`);
-  if (state.selected !== alertId) return;
+  if (state.selected !== alertId || read !== detailReads) return;
+  renderDetail(alertId, d);
+  if (d.lat !== null) map.flyTo([d.lat, d.lon], Math.max(map.getZoom(), 17), {duration: 0.5});
+  const m = state.markers.get(alertId);
+  if (m) m.openTooltip();
+}
+
+function renderDetail(alertId, d) {
   const panel = document.getElementById("detail");
   panel.hidden = false;
   panel.dataset.alertId = alertId;
@@ -373,9 +390,7 @@ async function openDetail(alertId) {
   document.getElementById("d-acks").replaceChildren(...d.acks.map((k) => el("li", {
     text: `${k.by} at ${clock(k.sent)}${k.note ? ": " + k.note : ""}${k.confirmed ? " (confirmed by the box)" : " (sent)"}`})));
   refreshDetailState(d);
-  if (d.lat !== null) map.flyTo([d.lat, d.lon], Math.max(map.getZoom(), 17), {duration: 0.5});
-  const m = state.markers.get(alertId);
-  if (m) m.openTooltip();
+  window.__cp.detailRenders = (window.__cp.detailRenders || 0) + 1;
 }
 
 // -- loading and live updates ----------------------------------------------------------------------------
@@ -392,6 +407,7 @@ async function load() {
   for (const a of s.alerts) upsertAlert(a);  // merged: an event newer than this read is kept
   for (const id of state.alerts.keys()) state.dirty.add(id);
   renderBoard();
+  if (state.selected) followDetail(state.selected);  // what changed while the stream was away
 }
 
 function live() {
@@ -399,7 +415,12 @@ function live() {
   // subscribed first, then loaded: nothing that happens in between is missed (upserts are idempotent); the same
   // after a reconnect
   es.addEventListener("hello", () => load());
-  es.addEventListener("alert", (ev) => { window.__cp.events++; upsertAlert(JSON.parse(ev.data).alert); });
+  es.addEventListener("alert", (ev) => {
+    window.__cp.events++;
+    const e = JSON.parse(ev.data);
+    upsertAlert(e.alert);
+    if (state.selected === e.alert_id) followDetail(e.alert_id);
+  });
   es.addEventListener("box", (ev) => {
     const b = JSON.parse(ev.data).box;
     if (b) { state.boxes.set(b.key, b); scheduleBoxes(); }
@@ -407,7 +428,7 @@ function live() {
   es.addEventListener("site", (ev) => { const e = JSON.parse(ev.data).site; if (e && map) { drawSite(e); fitOnce(); } });
   es.addEventListener("snapshot", (ev) => {
     const id = JSON.parse(ev.data).alert_id;
-    if (state.selected === id) openDetail(id);
+    if (state.selected === id) followDetail(id);
   });
   es.addEventListener("broker", (ev) => { document.getElementById("broker").hidden = JSON.parse(ev.data).connected; });
   es.addEventListener("resync", () => load());
