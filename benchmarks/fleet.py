@@ -64,6 +64,7 @@ class Spec:
     burst_rate: float = 200.0  # the whole burst's alerts per second, spread over the workers
     workers: int = 1
     receipt_timeout_s: float = 10.0
+    raise_for_s: float | None = None  # after this long no more alerts: the boxes go on delivering and reporting
 
 
 @dataclass
@@ -110,8 +111,9 @@ def run_worker(spec: Spec, index: int) -> None:
     turn = 0
     while not stop.is_set():
         now = time.time()
+        raising = spec.raise_for_s is None or now - t0 < spec.raise_for_s
         for sim in boxes:
-            if now >= sim.next_alert:
+            if raising and now >= sim.next_alert:
                 alert = _alert(sim.name, now)
                 sim.store.queue_alert(alert)
                 sim.committed.append((alert.alert_id, now))
@@ -166,7 +168,8 @@ class Fleet:
 
     def __init__(self, boxes: int, processes: int, hosts: list[str], secret: str, workdir: Path,
                  alert_every_s: float = 60.0, health_every_s: float = 30.0, burst_at_s: float | None = None,
-                 burst_alerts: int = 0, burst_rate: float = 200.0, receipt_timeout_s: float = 10.0) -> None:
+                 burst_alerts: int = 0, burst_rate: float = 200.0, receipt_timeout_s: float = 10.0,
+                 raise_for_s: float | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -176,7 +179,8 @@ class Fleet:
         for k in range(processes):
             count = per + (1 if k < extra else 0)
             self.specs.append(Spec(first, count, hosts, secret, str(workdir), alert_every_s, health_every_s,
-                                   burst_at_s, burst_alerts, burst_rate, processes, receipt_timeout_s))
+                                   burst_at_s, burst_alerts, burst_rate, processes, receipt_timeout_s,
+                                   raise_for_s))
             first += count
 
     def start(self) -> Fleet:
