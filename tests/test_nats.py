@@ -137,3 +137,21 @@ def test_a_box_on_a_nats_cluster_loses_nothing_when_its_node_dies(tmp_path: Path
             agent.wait(20)
         log.close()
         cluster.remove()
+
+
+def test_the_example_node_config_is_one_nats_server_accepts(tmp_path: Path) -> None:
+    """configs/nats/: its TLS files and store put where this machine has them, nats-server -t says it is valid."""
+    from benchmarks.takserver import make_test_pki
+
+    make_test_pki(tmp_path / "pki")
+    conf = (ROOT / "configs" / "nats" / "node-1.conf").read_text().replace("/var/lib/nats/jetstream",
+                                                                           str(tmp_path / "js"))
+    for placeholder, real in (("nats-1.crt", "server.crt"), ("nats-1-mqtt.crt", "server.crt"),
+                              ("nats-1.key", "server.key"), ("nats-1-mqtt.key", "server.key"),
+                              ("cluster-ca.crt", "ca.crt"), ("fleet-ca.crt", "ca.crt")):
+        conf = conf.replace(f"/etc/nats/tls/{placeholder}", str(tmp_path / "pki" / real))
+    (tmp_path / "node-1.conf").write_text(conf)
+    (tmp_path / "accounts.conf").write_text((ROOT / "configs" / "nats" / "accounts.conf").read_text())
+    out = subprocess.run([NATS, "-t", "-c", str(tmp_path / "node-1.conf")], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and "is valid" in out.stdout + out.stderr, out.stdout + out.stderr

@@ -208,8 +208,11 @@ class Agent:
     # -- health, reload, watchdog, stop -----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        pub = self.publisher
+        broker = {"broker": pub.where, "connected": pub.connected.is_set(), "failovers": pub.counters.failovers} \
+            if pub is not None else None
         return health_payload(self._core(), self.stages, self._detect_ms, self.started, self.loads, self.engine,
-                              self.outputs)
+                              self.outputs, broker)
 
     def load_lines(self) -> list[str]:
         """Each camera's detection load in words (the end of ``run`` and ``demo``)."""

@@ -18,10 +18,11 @@ from edge_agent.runtime.stages import Stages
 
 def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], started: float,
                    loads: dict[str, CameraLoad] | None = None, engine: SharedEngine | None = None,
-                   outputs: list[OutputRunner] | None = None) -> dict[str, Any]:
+                   outputs: list[OutputRunner] | None = None, broker: dict[str, Any] | None = None) -> dict[str, Any]:
     """``loads``: each camera's detection load (``cameras`` in the payload: captured, detected, gated, dropped,
     frame age and detector time percentiles, detections per second); ``engine``: the shared detector's;
-    ``outputs``: Cursor on Target and SAPIENT (state, backlog, oldest owed, counters, last error)."""
+    ``outputs``: Cursor on Target and SAPIENT (state, backlog, oldest owed, counters, last error); ``broker``:
+    which broker of ``mqtt.hosts`` the box is on and how often it moved."""
     now = time.time()
     backlog, oldest = core.store.backlog(now)
     sensors: dict[str, Any] = {}
@@ -56,6 +57,7 @@ def health_payload(core: Core, stages: Stages, detect_ms: dict[str, float], star
         "cameras": camera_loads(core, loads or {}),
         "engine": engine_report(engine) if engine is not None else None,
         "outputs": {out.name: out.report(now) for out in outputs or ()},
+        "mqtt": broker,
     }
 
 
