@@ -59,8 +59,9 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
 
 class Mosquitto:
     def __init__(self, *, users: dict[str, str] | None = None, tls_dir: Path | None = None, acl: str | None = None,
-                 persistence: list[str] | None = None) -> None:
-        """``persistence``: the persistence and queueing lines (default: a save every second, a deep queue)."""
+                 persistence: list[str] | None = None, extra: list[str] | None = None) -> None:
+        """``persistence``: the persistence and queueing lines (default: a save every second, a deep queue);
+        ``extra``: lines at the end (a bridge's ``connection`` section)."""
         # under /tmp itself: pytest's tmp_path sits in folders the dropped-privilege 'mosquitto' user cannot enter
         self.dir = Path(tempfile.mkdtemp(prefix="edge-mosquitto-"))
         self.dir.chmod(0o755)
@@ -86,6 +87,7 @@ class Mosquitto:
         if acl is not None:
             (self.dir / "acl").write_text(acl)
             lines.append(f"acl_file {self.dir}/acl")
+        lines += extra or []
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         give_to_mosquitto(self.dir)
