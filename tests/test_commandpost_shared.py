@@ -163,3 +163,20 @@ def test_an_ack_made_on_one_command_post_is_heard_by_the_other(pg_url: str) -> N
     finally:
         north.close()
         south.close()
+
+
+def test_a_store_whose_postgres_restarted_works_again(tmp_path: Path) -> None:
+    pg = Postgres().start()
+    store = CommandPostStore(pg.url)
+    try:
+        store.add_alert(_alert(), time.time())
+        pg.kill()  # the database server dies under a running command post
+        with pytest.raises(Exception):  # noqa: B017 - what fails with the connection fails (psycopg's error)
+            store.add_alert(_alert(), time.time())
+        pg.start()
+        later = _alert()
+        assert store.add_alert(later, time.time()).new, "the next write works on a new connection"
+        assert store.alert(later.alert_id) is not None and store.counts()["alerts"] == 2
+    finally:
+        store.close()
+        pg.remove()

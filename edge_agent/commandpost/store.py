@@ -148,14 +148,23 @@ class _Postgres:
                     self.conn.execute(ddl)
                     self.conn.execute("INSERT INTO _cp_migrations (name, applied) VALUES (%s, now()::text)", [name])
 
+    def _alive(self) -> Any:
+        """The connection, opened again when the last one broke (the server restarted): what failed with it
+        failed, what comes next works."""
+        if self.conn.closed or self.conn.broken:
+            log.warning("command post store: the connection to PostgreSQL broke; connecting again")
+            self.conn = self.psycopg.connect(self.url, autocommit=True)
+        return self.conn
+
     def execute(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> Any:
+        self._alive()
         if not params:
             return self.conn.execute(sql.encode())  # bytes: taken as it is, no placeholders read
         return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), list(params))
 
     @contextmanager
     def tx(self, changes: list[Change]) -> Iterator[None]:
-        with self.lock, self.conn.transaction():
+        with self.lock, self._alive().transaction():
             yield
             for change in changes:
                 self.conn.execute("SELECT pg_notify(%s, %s)", [PG_CHANNEL, json.dumps(change)])
