@@ -72,6 +72,7 @@ cluster {{
 mqtt {{
   listen: {host}:{mqtt_port}
   stream_replicas: {replicas}
+  consumer_replicas: {replicas}
 }}
 {accounts}"""
 

@@ -245,6 +245,12 @@ def test_guards_see_boxes_alerts_and_ack_in_a_real_browser(world: dict[str, Any]
             assert page.inner_text("#d-ack button") in ("sent", "Ack")  # "sent" until the box confirms
             assert wait_for(lambda: (_row(page, "fused", "t/boxa") or {}).get("state") == "acked by guard1", 20), \
                 _rows(page)
+            # the detail beside it follows without being opened again: the ack, then the box's acknowledged state
+            page.wait_for_function("() => [...document.querySelectorAll('#d-acks li')].some(li => "
+                                   "li.textContent.includes('guard1') && li.textContent.includes('patrol 3 sent'))",
+                                   timeout=5000)
+            page.wait_for_function("() => document.getElementById('d-facts').textContent.includes('acknowledged')",
+                                   timeout=5000)
             assert wait_for(lambda: not page.is_visible("#banner"), 10)
             incident = page.evaluate(f"(async () => (await (await fetch('/api/alerts/{fused['id']}')).json())"
                                      ".incident_id)()")
