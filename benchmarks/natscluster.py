@@ -24,14 +24,14 @@ NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 PREFIX = "border"
 
 
-def box_permissions(box: str, prefix: str = PREFIX) -> str:
+def box_permissions(box: str, prefix: str = PREFIX, reads: tuple[str, ...] = ("acks", "receipts")) -> str:
     """What a box may do, as the Mosquitto pattern ACL: write its own status, alerts, health, site and snapshots,
     read its own acks and receipts (MQTT topics are NATS subjects with '/' as '.'; ``$MQTT.sub.>`` is where
     JetStream delivers a QoS 1 subscription, which an MQTT client cannot name as a topic)."""
     root = f"{prefix}.*.{box}"
     writes = ", ".join(f'"{root}.{leaf}"' for leaf in ("status", "alerts", "health", "site", "snapshots.*"))
-    return (f"{{publish: {{allow: [{writes}]}}, "
-            f'subscribe: {{allow: ["{root}.acks", "{root}.receipts", "$MQTT.sub.>"]}}}}')
+    read = ", ".join([*(f'"{root}.{leaf}"' for leaf in reads), '"$MQTT.sub.>"'])
+    return f"{{publish: {{allow: [{writes}]}}, subscribe: {{allow: [{read}]}}}}"
 
 
 def command_post_permissions(prefix: str = PREFIX) -> str:
@@ -41,9 +41,10 @@ def command_post_permissions(prefix: str = PREFIX) -> str:
 
 def node_config(name: str, client_port: int, route_port: int, mqtt_port: int, monitor_port: int,
                 routes: list[int], store_dir: Path, replicas: int, boxes: dict[str, str],
-                command_posts: dict[str, str], host: str = "127.0.0.1") -> str:
+                command_posts: dict[str, str], host: str = "127.0.0.1",
+                box_reads: tuple[str, ...] = ("acks", "receipts")) -> str:
     """One node's configuration: cluster routes, JetStream, the MQTT listener, the account and its users."""
-    users = [f'      {{user: "{box}", password: "{pw}", permissions: {box_permissions(box)}, '
+    users = [f'      {{user: "{box}", password: "{pw}", permissions: {box_permissions(box, reads=box_reads)}, '
              f'allowed_connection_types: ["MQTT"]}}' for box, pw in boxes.items()]
     users += [f'      {{user: "{cp}", password: "{pw}", permissions: {command_post_permissions()}, '
               f'allowed_connection_types: ["MQTT"]}}' for cp, pw in command_posts.items()]
@@ -60,16 +61,17 @@ def node_config(name: str, client_port: int, route_port: int, mqtt_port: int, mo
   }}
 }}
 """
-    return f"""server_name: {name}
-listen: {host}:{client_port}
-http: {host}:{monitor_port}
-jetstream {{ store_dir: "{store_dir}" }}
-cluster {{
+    cluster = f"""cluster {{
   name: edge-c2
   listen: {host}:{route_port}
   routes: [{route_urls}]
 }}
-mqtt {{
+""" if len(routes) > 1 else ""  # a single node runs JetStream on its own
+    return f"""server_name: {name}
+listen: {host}:{client_port}
+http: {host}:{monitor_port}
+jetstream {{ store_dir: "{store_dir}" }}
+{cluster}mqtt {{
   listen: {host}:{mqtt_port}
   stream_replicas: {replicas}
   consumer_replicas: {replicas}
@@ -81,7 +83,9 @@ class NatsCluster:
     """``nodes`` nats-server processes in one cluster; see the module docstring."""
 
     def __init__(self, nodes: int = 3, boxes: dict[str, str] | None = None,
-                 command_posts: dict[str, str] | None = None) -> None:
+                 command_posts: dict[str, str] | None = None,
+                 box_reads: tuple[str, ...] = ("acks", "receipts")) -> None:
+        """``box_reads``: what a box may subscribe to (less, to see what a refused subscription does)."""
         self.dir = Path(tempfile.mkdtemp(prefix="edge-nats-"))
         self.count = nodes
         self.client_ports = [free_port() for _ in range(nodes)]
@@ -92,7 +96,8 @@ class NatsCluster:
         for i in range(nodes):
             (self.dir / f"n{i + 1}.conf").write_text(node_config(
                 f"n{i + 1}", self.client_ports[i], self.route_ports[i], self.mqtt_ports[i], self.monitor_ports[i],
-                self.route_ports, self.dir / f"n{i + 1}" / "js", min(3, nodes), boxes or {}, command_posts or {}))
+                self.route_ports, self.dir / f"n{i + 1}" / "js", min(3, nodes), boxes or {}, command_posts or {},
+                box_reads=box_reads))
 
     def start(self, timeout: float = 30.0) -> NatsCluster:
         for i in range(self.count):

@@ -67,3 +67,27 @@ def test_a_box_moves_to_the_next_broker_and_its_outbox_replays_there(tmp_path: P
         store.close()
         first.remove()
         second.remove()
+
+
+def test_a_refused_subscription_is_asked_for_again(tmp_path: Path) -> None:
+    """A cluster electing leaders can refuse the subscription to acks or receipts (seen on NATS under load);
+    without it acks and receipts would never come, so the box asks again. Here NATS refuses it for good (the box
+    may not read its receipts), and the box keeps asking."""
+    from benchmarks.natscluster import NATS, NatsCluster
+
+    if not Path(NATS).exists():
+        pytest.skip("nats-server is not installed (./dev installs it)")
+    cluster = NatsCluster(1, boxes={"box1": "pw-box1"}, box_reads=("acks",)).start()
+    store = IncidentStore(tmp_path / "incidents.db")
+    cfg = MqttConfig(host="127.0.0.1", port=cluster.mqtt_ports[0], username="box1", password="pw-box1",
+                     require_receipt=True)
+    pub = Publisher(cfg, "t", "box1", store)
+    try:
+        pub.start()
+        assert wait_for(lambda: "refused the subscription" in pub.counters.last_error, 20), pub.counters
+        assert wait_for(lambda: cluster.log(0).count("Subscription Violation") >= 2, 20), cluster.log(0)[-2000:]
+        assert not pub.listening.is_set()
+    finally:
+        pub.stop()
+        store.close()
+        cluster.remove()

@@ -37,6 +37,7 @@ from edge_agent.contract.topics import ANY, BoxTopics, parse_topic, subscription
 from edge_agent.shared.mqttclient import Brokers, connect_persistent, make_client
 
 log = logging.getLogger(__name__)
+RESUBSCRIBE_S = 5.0  # a subscription the broker refused is asked for again this much later
 
 REPORT_EVERY_S = 10.0  # at most one line about bad messages in this time
 LEAF_QOS = {"alerts": 1, "status": 1, "health": 0, "site": 1, "snapshots": 1}
@@ -154,11 +155,8 @@ class Receiver:
             self.brokers.advance(client, self.persistent)
             return
         self.counters.connects += 1
-        t = self.topics
-        by_leaf = {"alerts": t.alerts, "status": t.status, "health": t.health, "site": t.site,
-                   "snapshots": t.snapshot(ANY)}
-        client.subscribe([(by_leaf[leaf], LEAF_QOS[leaf]) for leaf in self.leaves])
-        log.info("connected to %s as %s, watching %s/#", where, self.client_id, t.root)
+        client.subscribe(self._subscriptions())
+        log.info("connected to %s as %s, watching %s/#", where, self.client_id, self.topics.root)
         self.connected.set()
         self._hand_on("broker", BrokerLink(True))
 
@@ -173,8 +171,26 @@ class Receiver:
     def _on_connect_fail(self, client: mqtt.Client, *_a: Any) -> None:
         self.brokers.advance(client, self.persistent)
 
-    def _on_subscribe(self, *_a: Any) -> None:
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        t = self.topics
+        by_leaf = {"alerts": t.alerts, "status": t.status, "health": t.health, "site": t.site,
+                   "snapshots": t.snapshot(ANY)}
+        return [(by_leaf[leaf], LEAF_QOS[leaf]) for leaf in self.leaves]
+
+    def _on_subscribe(self, client: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
+        if any(getattr(r, "is_failure", False) for r in reasons):
+            # a cluster electing leaders can refuse one: asked again, or what the boxes send would never come
+            log.error("broker %s refused a subscription of %s: %s; asking again in %.0f s", self.brokers.where,
+                      self.client_id, reasons, RESUBSCRIBE_S)
+            timer = threading.Timer(RESUBSCRIBE_S, self._subscribe_again, args=(client,))
+            timer.daemon = True
+            timer.start()
+            return
         self.subscribed.set()
+
+    def _subscribe_again(self, client: mqtt.Client) -> None:
+        if client is self.client and self.connected.is_set():
+            client.subscribe(self._subscriptions())
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 REFUSED_RETRY_S = 30.0
 REBUILD_RETRY_S = 5.0
+RESUBSCRIBE_S = 5.0  # a subscription the broker refused is asked for again this much later
 SILENCE_GRACE_S = 2.0  # a live connection hears the broker at least every keepalive (ping); twice that, plus this
 
 
@@ -115,6 +116,7 @@ class Publisher:
         self.heartbeat = time.monotonic()  # the sender loop's last turn, for the watchdog
         self._site: bytes | None = None
         self._site_lock = threading.Lock()  # a map set while a connect completes is published by one or the other
+        self._resubscribe_at: float | None = None  # a refused subscription is asked for again then
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -205,8 +207,7 @@ class Publisher:
             return
         self.counters.connects += 1
         client.publish(self.topics.status, status_payload("online"), qos=1, retain=True)
-        topics = [(self.topics.acks, 1)] + ([(self.topics.receipts, 1)] if self.cfg.require_receipt else [])
-        client.subscribe(topics)
+        client.subscribe(self._subscriptions())
         log.info("mqtt connected to %s as %s", self.where, self.root)
         with self._site_lock:
             if self._site is not None:
@@ -214,13 +215,18 @@ class Publisher:
             self.connected.set()
         self._wake.set()
 
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        return [(self.topics.acks, 1)] + ([(self.topics.receipts, 1)] if self.cfg.require_receipt else [])
+
     @_guarded
     def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, reasons: Any, _props: Any) -> None:
         if all(not r.is_failure for r in reasons):
             self.listening.set()
-        else:
-            self.counters.last_error = f"the broker refused the subscription to acks: {reasons}"
-            log.error("mqtt: %s", self.counters.last_error)
+            self._resubscribe_at = None
+        else:  # a cluster electing leaders can fail one: asked again, or acks and receipts would never come
+            self.counters.last_error = f"the broker refused the subscription to acks or receipts: {reasons}"
+            self._resubscribe_at = time.monotonic() + RESUBSCRIBE_S
+            log.error("mqtt: %s; asking again in %.0f s", self.counters.last_error, RESUBSCRIBE_S)
 
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, _ud: Any) -> None:
@@ -257,6 +263,7 @@ class Publisher:
             self._wake.wait(0.5)
             self._wake.clear()
             self._check_network()
+            self._resubscribe()
             self._settle()
             self.inbound.take()
             if not self.connected.is_set():
@@ -313,6 +320,12 @@ class Publisher:
         self._inflight.clear()
         give_up(old)
         self._connect()
+
+    def _resubscribe(self) -> None:
+        due = self._resubscribe_at
+        if due is not None and time.monotonic() >= due and self.connected.is_set():
+            self._resubscribe_at = time.monotonic() + RESUBSCRIBE_S  # cleared by the SUBACK that grants both
+            self.client.subscribe(self._subscriptions())
 
     def _settle(self) -> None:
         done = []
