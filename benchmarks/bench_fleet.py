@@ -36,6 +36,8 @@ from benchmarks.testbed import wait_for  # noqa: E402
 EXE = str(Path(sys.executable).with_name("edge-agent"))
 os.environ.setdefault("EDGE_AGENT_HOME", str(ROOT / ".state"))  # where ./dev put Leaflet for the command posts
 SECRET, CP_PW = "bench-secret", "bench-cp-password"
+BOXES_PER_WORKER = 100  # paho waits on select(), which takes no file number over 1023: a box holds about six
+CONNECT_RATE = 20.0  # boxes coming up per second (each costs the cluster two replicated consumers)
 SETTLE_S = 10.0  # after a node is killed, alerts committed this soon are reported apart (leader elections)
 
 
@@ -88,9 +90,10 @@ def run(size: int, seconds: float, burst: int, node_down: bool) -> dict[str, Any
     hosts = [f"127.0.0.1:{p}" for p in cluster.mqtt_ports]
     cps = {"cp-north": start_command_post(tmp, "north", hosts, pg.url),
            "cp-south": start_command_post(tmp, "south", [hosts[1], hosts[2], hosts[0]], pg.url)}
-    fleet = Fleet(size, max(2, size // 250), hosts, SECRET, tmp / "fleet", alert_every_s=60, health_every_s=30,
-                  burst_at_s=seconds / 2, burst_alerts=burst, burst_rate=200, receipt_timeout_s=10,
-                  raise_for_s=seconds).start()
+    workers = max(2, -(-size // BOXES_PER_WORKER))
+    fleet = Fleet(size, workers, hosts, SECRET, tmp / "fleet", alert_every_s=60, health_every_s=30,
+                  burst_at_s=size / CONNECT_RATE + seconds / 2, burst_alerts=burst, burst_rate=200,
+                  receipt_timeout_s=10, raise_for_s=size / CONNECT_RATE + seconds, connect_rate=CONNECT_RATE).start()
     import psycopg
 
     def online() -> int:
@@ -98,7 +101,7 @@ def run(size: int, seconds: float, burst: int, node_down: bool) -> dict[str, Any
             return int(conn.execute(b"SELECT COUNT(*) FROM boxes WHERE state = 'online'").fetchone()[0])  # type: ignore[index]
 
     try:
-        connected = wait_for(lambda: online() == size, 180)
+        connected = wait_for(lambda: online() == size, size / CONNECT_RATE + 120)
         killed = time.time()
         if node_down:
             cluster.kill(2)

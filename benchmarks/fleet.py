@@ -2,7 +2,9 @@
 own incident database (SQLite, the real outbox) and its own ``Publisher`` (paho, QoS 1, retained status with a
 last will, persistent session, end-to-end receipts, ``mqtt.hosts`` failover), raising alerts at a set rate,
 publishing health, and taking acks as the agent does (the ack recorded, the alert published ``acknowledged``).
-Only the sensors are left out. The boxes run in a few worker processes (``python -m benchmarks.fleet worker``),
+Only the sensors are left out. The boxes run in a few worker processes (``python -m benchmarks.fleet worker``;
+at most about 150 boxes each: paho waits on ``select()``, which takes no file number over 1023, and a box holds
+about six: its socket, paho's wake-up pair, the database with its WAL and shared memory),
 each writing what it did to ``stats-N.json`` every second and once more when it stops (SIGTERM: every box
 says offline and disconnects).
 
@@ -65,6 +67,7 @@ class Spec:
     workers: int = 1
     receipt_timeout_s: float = 10.0
     raise_for_s: float | None = None  # after this long no more alerts: the boxes go on delivering and reporting
+    connect_rate: float = 0.0  # boxes (of the whole fleet) connecting per second; 0: all at once
 
 
 @dataclass
@@ -102,6 +105,8 @@ def run_worker(spec: Spec, index: int) -> None:
         pub = Publisher(cfg, SITE, name, store, on_ack=acks.put)
         sim = SimBox(name, store, pub, acks, next_alert=t0 + (i % 97) / 97 * spec.alert_every_s)
         boxes.append(sim)
+        if spec.connect_rate > 0:  # a fleet coming up box by box, as boxes do in the field
+            time.sleep(spec.workers / spec.connect_rate)
         pub.start()
     burst_left = spec.burst_alerts // spec.workers + (1 if index < spec.burst_alerts % spec.workers else 0)
     burst_gap = spec.workers / spec.burst_rate if spec.burst_rate > 0 else 0.0
@@ -169,7 +174,7 @@ class Fleet:
     def __init__(self, boxes: int, processes: int, hosts: list[str], secret: str, workdir: Path,
                  alert_every_s: float = 60.0, health_every_s: float = 30.0, burst_at_s: float | None = None,
                  burst_alerts: int = 0, burst_rate: float = 200.0, receipt_timeout_s: float = 10.0,
-                 raise_for_s: float | None = None) -> None:
+                 raise_for_s: float | None = None, connect_rate: float = 0.0) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -180,7 +185,7 @@ class Fleet:
             count = per + (1 if k < extra else 0)
             self.specs.append(Spec(first, count, hosts, secret, str(workdir), alert_every_s, health_every_s,
                                    burst_at_s, burst_alerts, burst_rate, processes, receipt_timeout_s,
-                                   raise_for_s))
+                                   raise_for_s, connect_rate))
             first += count
 
     def start(self) -> Fleet:
