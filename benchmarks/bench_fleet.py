@@ -108,7 +108,8 @@ def run(size: int, seconds: float, burst: int, node_down: bool) -> dict[str, Any
         if node_down:
             cluster.kill(2)
         meter = Meter({**{f"nats-n{i + 1}": p.pid for i, p in enumerate(cluster.procs) if p is not None},
-                       **{name: p.pid for name, p in cps.items()}})
+                       **{name: p.pid for name, p in cps.items()},
+                       **{f"fleet-{k}": p.pid for k, p in enumerate(fleet.procs)}})
         end = time.monotonic() + seconds + 5
         while time.monotonic() < end:
             meter.sample()
@@ -148,12 +149,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,500,1000")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--burst", type=int, default=1000, help="alerts in the burst (at 200/s)")
+    parser.add_argument("--node-down", choices=["both", "no", "yes"], default="both")
     args = parser.parse_args()
     print(cpu_line(), f"; {os.cpu_count()} CPUs")
     for size in (int(s) for s in args.sizes.split(",")):
-        for down in (False, True):
+        for down in {"both": (False, True), "no": (False,), "yes": (True,)}[args.node_down]:
             r = run(size, args.seconds, args.burst, down)  # p50/p99: with a node down, after the first seconds
-            usage = ", ".join(f"{k} {cpu:.0f}% {rss:.0f} MiB" for k, (cpu, rss) in r["usage"].items())
+            shown = {k: v for k, v in r["usage"].items() if not k.startswith("fleet-")}
+            boxes_cpu = sum(cpu for k, (cpu, _rss) in r["usage"].items() if k.startswith("fleet-"))
+            usage = ", ".join(f"{k} {cpu:.0f}% {rss:.0f} MiB" for k, (cpu, rss) in shown.items()) + \
+                f"; the simulated boxes {boxes_cpu:.0f}% (the rest of the 2 cores' 200%)"
             worst = r["worst_settling"] / 1000
             settling = f"; in the first {SETTLE_S:.0f} s after the kill the worst took {worst:.1f} s" if down else ""
             print(f"{size:5d} boxes, {'one node down' if down else 'all nodes up  '}: "
