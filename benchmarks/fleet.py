@@ -79,6 +79,7 @@ class SimBox:
     committed: list[tuple[str, float]] = field(default_factory=list)  # (alert id, commit time)
     acked: list[str] = field(default_factory=list)
     next_alert: float = 0.0
+    next_health: float = 0.0
 
 
 def _alert(box: str, now: float, severity: str = "high") -> Alert:
@@ -103,7 +104,8 @@ def run_worker(spec: Spec, index: int) -> None:
         store = IncidentStore(work / f"{name}.db")
         acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()  # from paho's thread to the worker's loop
         pub = Publisher(cfg, SITE, name, store, on_ack=acks.put)
-        sim = SimBox(name, store, pub, acks, next_alert=t0 + (i % 97) / 97 * spec.alert_every_s)
+        sim = SimBox(name, store, pub, acks, next_alert=t0 + (i % 97) / 97 * spec.alert_every_s,
+                     next_health=t0 + (i % 89) / 89 * spec.health_every_s)  # boxes report at their own times
         boxes.append(sim)
         if spec.connect_rate > 0:  # a fleet coming up box by box, as boxes do in the field
             time.sleep(spec.workers / spec.connect_rate)
@@ -111,7 +113,6 @@ def run_worker(spec: Spec, index: int) -> None:
     burst_left = spec.burst_alerts // spec.workers + (1 if index < spec.burst_alerts % spec.workers else 0)
     burst_gap = spec.workers / spec.burst_rate if spec.burst_rate > 0 else 0.0
     next_burst = t0 + spec.burst_at_s if spec.burst_at_s is not None else float("inf")
-    next_health = t0 + spec.health_every_s
     next_stats = t0 + 1.0
     turn = 0
     while not stop.is_set():
@@ -142,9 +143,9 @@ def run_worker(spec: Spec, index: int) -> None:
             sim.pub.wake()
             burst_left -= 1
             next_burst += burst_gap
-        if now >= next_health:
-            next_health += spec.health_every_s
-            for sim in boxes:
+        for sim in boxes:
+            if now >= sim.next_health:
+                sim.next_health += spec.health_every_s
                 sim.pub.publish_health({"ts": now, "state": "ok", "outbox": {"backlog": sim.store.backlog()[0]}})
         if now >= next_stats:
             next_stats += 1.0
