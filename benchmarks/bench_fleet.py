@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,6 +143,7 @@ def run(size: int, seconds: float, burst: int, node_down: bool) -> dict[str, Any
             p.wait(20)
         cluster.remove()
         pg.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
