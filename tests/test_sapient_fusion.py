@@ -221,7 +221,9 @@ def test_complete_registrations_on_concurrent_connections_are_accepted(fusion: F
             ack = reply(sock)
             assert ack.WhichOneof("content") == "registration_ack" and ack.registration_ack.acceptance
             assert ack.destination_id == node_id
-        records = fusion.wait_for(count("registration", 2))
+        # the simulator records a reply after sending it: wait for the records, not only the replies
+        records = fusion.wait_for(lambda rs: count("registration", 2)(rs) and
+                                  sum(r.get("sent") == "registration_ack" for r in rs) == 2)
     assert fusion.violations() == []
     received = fusion.received("registration")
     assert {r["node_id"] for r in received} == set(nodes) and len({r["conn"] for r in received}) == 2
@@ -261,7 +263,9 @@ def test_an_active_alert_is_acked_once(fusion: FusionNode) -> None:
         send(sock, alert(node_id, new_ulid(), Alert.ALERT_STATUS_CLEAR))  # not active: no ack
         send(sock, alert(node_id, second))
         assert reply(sock).alert_ack.alert_id == second  # the next reply: nothing came for the two between
-    records = fusion.wait_for(count("alert", 4))
+    # the simulator records a reply after sending it: wait for the records of both acks, not only the replies
+    records = fusion.wait_for(lambda rs: count("alert", 4)(rs) and
+                              sum(r.get("sent") == "alert_ack" for r in rs) >= 2)
     assert [r["alert_id"] for r in records if r.get("sent") == "alert_ack"] == [first, second]
     assert fusion.violations() == []
 
