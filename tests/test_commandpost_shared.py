@@ -91,6 +91,8 @@ def test_both_stores_keep_each_state_once_never_go_backwards_and_confirm_acks(ba
     store.on_change = changes.append
     store.listen()
     try:
+        if backend == "postgres":  # heard once LISTEN is in place, which its thread says with a resync
+            assert wait_for(lambda: {"type": "resync"} in changes, 10), changes
         first = _alert()
         assert store.add_alert(first, time.time()).latest
         assert not store.add_alert(first, time.time()).new, "a redelivery is stored once"
@@ -151,7 +153,8 @@ def test_an_ack_made_on_one_command_post_is_heard_by_the_other(pg_url: str) -> N
     heard: list[dict[str, Any]] = []
     south.on_change = heard.append
     south.listen()
-    try:
+    try:  # listening starts on its own thread and says so with a resync (what a page then loads again)
+        assert wait_for(lambda: {"type": "resync"} in heard, 10), heard
         a = _alert()
         north.add_alert(a, time.time())
         assert wait_for(lambda: {"type": "alert", "alert_id": a.alert_id} in
