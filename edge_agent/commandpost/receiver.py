@@ -34,10 +34,9 @@ from edge_agent.contract.acks import ack_payload, receipt_payload
 from edge_agent.contract.alert import Alert, BadAlert, parse_alert
 from edge_agent.contract.ids import IDENT_RE, ULID_RE, one_line
 from edge_agent.contract.topics import ANY, BoxTopics, parse_topic, subscription
-from edge_agent.shared.mqttclient import Brokers, connect_persistent, make_client
+from edge_agent.shared.mqttclient import RESUBSCRIBE_S, Brokers, connect_persistent, make_client
 
 log = logging.getLogger(__name__)
-RESUBSCRIBE_S = 5.0  # a subscription the broker refused is asked for again this much later
 
 REPORT_EVERY_S = 10.0  # at most one line about bad messages in this time
 LEAF_QOS = {"alerts": 1, "status": 1, "health": 0, "site": 1, "snapshots": 1}

@@ -39,6 +39,7 @@ from edge_agent.contract.topics import BoxTopics, topic_root
 from edge_agent.delivery.inbound import Inbound, InboundCounters
 from edge_agent.incidents.store import IncidentStore
 from edge_agent.shared.mqttclient import (
+    RESUBSCRIBE_S,
     Brokers,
     connect_persistent,
     give_up,
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 REFUSED_RETRY_S = 30.0
 REBUILD_RETRY_S = 5.0
-RESUBSCRIBE_S = 5.0  # a subscription the broker refused is asked for again this much later
 SILENCE_GRACE_S = 2.0  # a live connection hears the broker at least every keepalive (ping); twice that, plus this
 
 

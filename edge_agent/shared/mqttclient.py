@@ -16,6 +16,7 @@ from edge_agent.config.mqtt import MqttConfig
 from edge_agent.shared.errors import MqttClientError
 
 paho_log = logging.getLogger("edge_agent.paho")  # exceptions paho caught in a callback of a client make_client built
+RESUBSCRIBE_S = 5.0  # a subscription the broker refused (a cluster electing leaders) is asked for again then
 SESSION_EXPIRY_S = 7 * 86400  # acks sent while a box is away wait this long at the broker
 
 
