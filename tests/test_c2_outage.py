@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from benchmarks.sapient_fusion import FusionNode
 from benchmarks.takserver import CotListener, TakServer, have_taky
 from edge_agent.demo.script import pmdet
+from tests.agents.alarm_box import every_alarm_box, metal_alert_ids
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, free_port, wait_for
 
@@ -55,29 +53,10 @@ class C2Outage:
 
 
 def _config(tmp_path: Path, udp: int, tak_port: int, fusion_port: int) -> Path:
-    cfg: dict[str, Any] = {
-        "site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
-        "zones": [{"id": "gate", "name": "Gate", "space": "geo",
-                   "polygon": [[46.5500, 15.6500], [46.5500, 15.6502], [46.5502, 15.6502], [46.5502, 15.6500]]}],
-        "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
-                           "url": f"udp://127.0.0.1:{udp}", "hb_timeout_s": 3600}],
-        "fusion": [{"id": "every-alarm", "place": "gate", "metal": ["md-1"], "severity": "high",
-                    "window_s": 1e-6, "cooldown_s": 0, "quiet_s": 3600}],
-        "outputs": {"cot": {"transport": "tcp", "host": "127.0.0.1", "port": tak_port, "retry_min_s": 0.2,
-                            "retry_max_s": 1, "confirm_timeout_s": 3},
-                    "sapient": {"host": "127.0.0.1", "port": fusion_port, "retry_min_s": 0.2, "retry_max_s": 1}},
-    }
-    path = tmp_path / "box.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _committed(db: Path) -> set[str]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            return {r[0] for r in conn.execute("SELECT alert_id FROM alerts WHERE kind = 'metal'")}
-    except sqlite3.OperationalError:
-        return set()
+    return every_alarm_box(tmp_path, udp, outputs={
+        "cot": {"transport": "tcp", "host": "127.0.0.1", "port": tak_port, "retry_min_s": 0.2, "retry_max_s": 1,
+                "confirm_timeout_s": 3},
+        "sapient": {"host": "127.0.0.1", "port": fusion_port, "retry_min_s": 0.2, "retry_max_s": 1}})
 
 
 def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
@@ -113,7 +92,8 @@ def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
             sent += 1
             pacer.send(pmdet("md-1", sent, "ALARM", 80, 1).encode() + b"\n")
             time.sleep(0.01)
-        assert wait_for(lambda: len(_committed(db)) == sent, 60), f"{len(_committed(db))} alerts after {sent} alarms"
+        assert wait_for(lambda: len(metal_alert_ids(db)) == sent, 60), \
+            f"{len(metal_alert_ids(db))} alerts after {sent} alarms"
 
     def tak_back() -> None:
         tak.start()
@@ -145,7 +125,7 @@ def run_c2_outage(tmp_path: Path, alerts: int = 120) -> C2Outage:
         batch()
         fusion.start()
         note("fusion node back")
-        run.committed = _committed(db)
+        run.committed = metal_alert_ids(db)
 
         def counted() -> bool:
             run.tak = {}

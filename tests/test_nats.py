@@ -14,15 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from benchmarks.natscluster import NATS, NatsCluster
 from benchmarks.testbed import Collector
 from edge_agent.contract.ids import iso_ms
 from edge_agent.demo.script import pmdet
+from tests.agents.alarm_box import every_alarm_box, metal_alert_ids
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, free_port, wait_for
 
@@ -34,30 +33,10 @@ BOX_PW, CP_PW = "box1-horse-battery", "cp-staple-correct"
 
 
 def _config(tmp_path: Path, cluster: NatsCluster, udp: int) -> Path:
-    cfg: dict[str, Any] = {
-        "site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
-        "zones": [{"id": "gate", "name": "Gate", "space": "geo",
-                   "polygon": [[46.5500, 15.6500], [46.5500, 15.6502], [46.5502, 15.6502], [46.5502, 15.6500]]}],
-        "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
-                           "url": f"udp://127.0.0.1:{udp}", "hb_timeout_s": 3600}],
-        "fusion": [{"id": "every-alarm", "place": "gate", "metal": ["md-1"], "severity": "high",
-                    "window_s": 1e-6, "cooldown_s": 0, "quiet_s": 3600}],
-        "mqtt": {"hosts": [f"127.0.0.1:{p}" for p in cluster.mqtt_ports], "username": "box1", "password": BOX_PW,
-                 "keepalive_s": 5, "reconnect_min_s": 1, "reconnect_max_s": 2, "health_interval_s": 1,
-                 "require_receipt": True, "receipt_timeout_s": 3},
-    }
-    path = tmp_path / "box.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _alert_ids(db: Path, acked: bool = False) -> set[str]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            sql = "SELECT alert_id FROM alerts WHERE kind = 'metal'" + (" AND acked = 1" if acked else "")
-            return {r[0] for r in conn.execute(sql)}
-    except sqlite3.OperationalError:
-        return set()
+    return every_alarm_box(tmp_path, udp, mqtt={
+        "hosts": [f"127.0.0.1:{p}" for p in cluster.mqtt_ports], "username": "box1", "password": BOX_PW,
+        "keepalive_s": 5, "reconnect_min_s": 1, "reconnect_max_s": 2, "health_interval_s": 1,
+        "require_receipt": True, "receipt_timeout_s": 3})
 
 
 def test_a_box_on_a_nats_cluster_loses_nothing_when_its_node_dies(tmp_path: Path) -> None:
@@ -81,7 +60,7 @@ def test_a_box_on_a_nats_cluster_loses_nothing_when_its_node_dies(tmp_path: Path
         for _ in range(BATCH):
             sent += 1
             pacer.send(pmdet("md-1", sent, "ALARM", 80, 1).encode() + b"\n")
-        assert wait_for(lambda: len(_alert_ids(db)) == sent, 60), said()
+        assert wait_for(lambda: len(metal_alert_ids(db)) == sent, 60), said()
 
     def got() -> set[str]:
         return {a["alert_id"] for a in cp.json("/alerts")}
@@ -90,13 +69,14 @@ def test_a_box_on_a_nats_cluster_loses_nothing_when_its_node_dies(tmp_path: Path
         assert cp.subscribed.wait(20) and pacer.wait_bound(30), said()
         assert wait_for(lambda: [s["state"] for s in cp.json("/status")][-1:] == ["online"], 30), said()
         alarms()
-        assert wait_for(lambda: got() >= _alert_ids(db), 30), said()
+        assert wait_for(lambda: got() >= metal_alert_ids(db), 30), said()
         cluster.kill(0)  # the box's node (the first of its hosts) dies mid-run
         alarms()
-        assert wait_for(lambda: got() >= _alert_ids(db), 60), f"missing {len(_alert_ids(db) - got())}\n{said()}"
+        assert wait_for(lambda: got() >= metal_alert_ids(db), 60), \
+            f"missing {len(metal_alert_ids(db) - got())}\n{said()}"
         cp.close()  # the command post goes away; its session waits in the cluster
         alarms()
-        away = _alert_ids(db) - got()
+        away = metal_alert_ids(db) - got()
         back = Collector(cluster.mqtt_ports[1], "border/#", client_id="cp-north", receipts_by="cp-north",
                          auth=("cp", CP_PW))  # and comes back through another node
         try:
@@ -106,7 +86,7 @@ def test_a_box_on_a_nats_cluster_loses_nothing_when_its_node_dies(tmp_path: Path
             target = sorted(away)[0]
             back.client.publish("border/t/box1/acks", json.dumps({"alert_id": target, "by": "guard-7",
                                                                   "ts": iso_ms(time.time())}), qos=1)
-            assert wait_for(lambda: target in _alert_ids(db, acked=True), 30), said()
+            assert wait_for(lambda: target in metal_alert_ids(db, acked=True), 30), said()
             # a box may not write under another box's root: the cluster refuses, the command post sees nothing
             spoof = Collector(cluster.mqtt_ports[1], "border/t/box1/acks", client_id="spoof", auth=("box1", BOX_PW))
             try:

@@ -23,11 +23,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.contract.ids import iso_ms
 from edge_agent.demo.script import pmdet
+from tests.agents.alarm_box import every_alarm_box
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, Mosquitto, free_port, wait_for
 
@@ -101,23 +101,10 @@ class OutageRun:
 
 
 def _config(tmp_path: Path, port: int, udp: int, require_receipt: bool) -> Path:
-    cfg = {
-        "site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
-        "zones": [{"id": "gate", "name": "Gate", "space": "geo",
-                   "polygon": [[46.5500, 15.6500], [46.5500, 15.6502], [46.5502, 15.6502], [46.5502, 15.6500]]}],
-        "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
-                           "url": f"udp://127.0.0.1:{udp}", "hb_timeout_s": 3600}],
-        # every ALARM its own incident and alert: a window shorter than any two datagrams apart, no cooldown,
-        # and incidents that stay open (only state 'new' is counted)
-        "fusion": [{"id": "every-alarm", "place": "gate", "metal": ["md-1"], "severity": "high",
-                    "window_s": 1e-6, "cooldown_s": 0, "quiet_s": 3600}],
-        "mqtt": {"host": "127.0.0.1", "port": port, "health_interval_s": 1, "keepalive_s": 5,
-                 "reconnect_min_s": 1, "reconnect_max_s": 1, "require_receipt": require_receipt,
-                 **({"receipt_timeout_s": 2} if require_receipt else {})},
-    }
-    path = tmp_path / "box.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return every_alarm_box(tmp_path, udp, mqtt={
+        "host": "127.0.0.1", "port": port, "health_interval_s": 1, "keepalive_s": 5, "reconnect_min_s": 1,
+        "reconnect_max_s": 1, "require_receipt": require_receipt,
+        **({"receipt_timeout_s": 2} if require_receipt else {})})
 
 
 def _count(db: Path, sql: str) -> int:

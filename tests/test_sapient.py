@@ -7,7 +7,6 @@ no alert."""
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from edge_agent.contract.alert import Alert, Evidence
 from edge_agent.contract.ids import new_ulid
 from edge_agent.demo.script import pmdet
 from edge_agent.incidents.store import IncidentStore
+from tests.agents.alarm_box import every_alarm_box, log_rows, metal_alert_ids
 from tests.agents.udp_pacer import UdpPacer
 from tests.brokers import ROOT, free_port, wait_for
 
@@ -31,33 +31,9 @@ BATCH = 10
 
 
 def _config(tmp_path: Path, fusion_port: int, udp: int) -> Path:
-    cfg: dict[str, Any] = {
-        "site": "t", "box": "box1", "state_dir": str(tmp_path / "state"),
-        "zones": [{"id": "gate", "name": "Gate", "space": "geo",
-                   "polygon": [[46.5500, 15.6500], [46.5500, 15.6502], [46.5502, 15.6502], [46.5502, 15.6500]]}],
-        "fixed_sensors": [{"id": "md-1", "kind": "metal", "latlon": [46.5501, 15.6501],
-                           "url": f"udp://127.0.0.1:{udp}", "hb_timeout_s": 3600}],
-        # every ALARM its own incident and alert
-        "fusion": [{"id": "every-alarm", "place": "gate", "metal": ["md-1"], "severity": "high",
-                    "window_s": 1e-6, "cooldown_s": 0, "quiet_s": 3600}],
-        "outputs": {"sapient": {"host": "127.0.0.1", "port": fusion_port, "status_interval_s": 1,
-                                "retry_min_s": 0.2, "retry_max_s": 1, "resend_window_s": 5}},
-    }
-    path = tmp_path / "box.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return []
-
-
-def _alert_ids(db: Path) -> set[str]:
-    return {r[0] for r in _rows(db, "SELECT alert_id FROM alerts WHERE kind = 'metal'")}
+    return every_alarm_box(tmp_path, udp, outputs={"sapient": {
+        "host": "127.0.0.1", "port": fusion_port, "status_interval_s": 1, "retry_min_s": 0.2, "retry_max_s": 1,
+        "resend_window_s": 5}})
 
 
 def _received_alerts(node: FusionNode) -> dict[str, set[str]]:
@@ -88,25 +64,26 @@ def test_the_box_is_a_sapient_edge_node_that_loses_no_alert_when_the_fusion_node
         for _ in range(n):
             sent += 1
             pacer.send(pmdet("md-1", sent, "ALARM", 80, 1).encode() + b"\n")
-        assert wait_for(lambda: len(_alert_ids(db)) == sent, 60), f"{len(_alert_ids(db))} alerts after {sent}\n{said()}"
+        assert wait_for(lambda: len(metal_alert_ids(db)) == sent, 60), \
+            f"{len(metal_alert_ids(db))} alerts after {sent}\n{said()}"
 
     try:
         assert pacer.wait_bound(30), said()
         assert wait_for(lambda: node.received("status_report"), 30), said()
         alarms(BATCH)
-        assert wait_for(lambda: set(_received_alerts(node)) >= _alert_ids(db), 30), said()
+        assert wait_for(lambda: set(_received_alerts(node)) >= metal_alert_ids(db), 30), said()
         node.kill()  # mid-run: alerts keep coming while it is away
         alarms(BATCH)
         node.start()
         alarms(BATCH)
-        committed = _alert_ids(db)
+        committed = metal_alert_ids(db)
         assert wait_for(lambda: set(_received_alerts(node)) >= committed, 60), \
             f"missing at the fusion node: {sorted(committed - set(_received_alerts(node)))}\n{said()}"
         # the fusion node's alert acks are acks: every incident acknowledged, each ack by the fusion node, and
         # the acknowledged state goes back to the fusion node as an ACKNOWLEDGE alert
-        assert wait_for(lambda: len(_rows(db, "SELECT 1 FROM alerts WHERE kind = 'metal' AND acked = 1")) == sent,
+        assert wait_for(lambda: len(log_rows(db, "SELECT 1 FROM alerts WHERE kind = 'metal' AND acked = 1")) == sent,
                         60), said()
-        by = {r[0] for r in _rows(db, "SELECT DISTINCT by FROM acks")}
+        by = {r[0] for r in log_rows(db, "SELECT DISTINCT by FROM acks")}
         assert by == {"sapient:5b0c3f1e-7d2a-4c8e-9f41-2a6d8b3c9e70"}, by
         assert wait_for(lambda: all("ALERT_STATUS_ACKNOWLEDGE" in s for s in _received_alerts(node).values()), 60), \
             said()
